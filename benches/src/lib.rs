@@ -1,0 +1,1 @@
+//! Benchmarks of the STM runtime (filled in by the benches issue).

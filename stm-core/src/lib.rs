@@ -1,0 +1,74 @@
+//! A word-based software transactional memory.
+//!
+//! Shared state lives in [`TVar`]s (one machine word each) and [`TBox`]es (any value behind a
+//! pointer word). Code that touches them runs inside [`atomically`]: it sees a consistent
+//! snapshot, its writes appear all at once when it commits, and when it conflicts with another
+//! thread it is rolled back and run again, invisibly. No locks in user code, no deadlocks.
+//!
+//! ```
+//! use stm_core::{TVar, atomically};
+//! use std::sync::Arc;
+//!
+//! let accounts: Arc<Vec<TVar<i64>>> = Arc::new((0..4).map(|_| TVar::new(100)).collect());
+//! let handles: Vec<_> = (0..2).map(|t| {
+//!     let accounts = accounts.clone();
+//!     std::thread::spawn(move || {
+//!         for i in 0..1000 {
+//!             let (from, to) = ((i + t) % 4, (i + t + 1) % 4);
+//!             atomically(|tx| {
+//!                 let f = tx.read(&accounts[from])?;
+//!                 tx.write(&accounts[from], f - 1)?;
+//!                 tx.modify(&accounts[to], |x| x + 1)?;
+//!                 Ok(())
+//!             });
+//!         }
+//!     })
+//! }).collect();
+//! for h in handles { h.join().unwrap(); }
+//! let total: i64 = atomically(|tx| accounts.iter().map(|a| tx.read(a)).sum());
+//! assert_eq!(total, 400);
+//! ```
+//!
+//! # What it guarantees
+//!
+//! - Committed transactions are serializable, and a running attempt never observes a state that
+//!   no serial execution could produce (opacity): a doomed attempt cannot loop forever or index
+//!   out of bounds on inconsistent values.
+//! - Read-only transactions write no shared memory.
+//! - Progress: after [`Config::abort_limit`] consecutive aborts an attempt runs as the single
+//!   inevitable transaction, which never aborts.
+//! - [`inevitably`] / [`Tx::become_inevitable`]: irrevocable transactions for side effects, one
+//!   at a time, while the others keep committing unless they touch its words.
+//! - [`Tx::after_commit`]: actions that run once, after a successful commit only.
+//! - [`Tx::retry`]: block until something read changes.
+//! - A panicking body leaves nothing behind: its writes vanish and its locks are released.
+//!
+//! The algorithm (TL2 / TinySTM family) and why each memory ordering suffices are in
+//! `docs/design.md` and in the comments of `tx.rs` and `runtime.rs`.
+//!
+//! # Modules of the implementation
+//!
+//! `word` (the [`Word`] trait), `tvar` ([`TVar`], [`TBox`]), `runtime` (clock, lock table,
+//! [`Config`]), `tx` (the hot path: [`Tx`], [`atomically`]), `hook` (the event sink the conflict
+//! log plugs into), `stats` ([`stats()`]), `sync` (the loom shim).
+
+mod error;
+mod hook;
+mod runtime;
+mod stats;
+mod sync;
+mod tvar;
+mod tx;
+mod word;
+
+pub use error::{Abort, AbortCause, ConflictKind, TxError, TxResult};
+pub use hook::{
+    Conflict, Event, EventKind, EventSink, SourceLocation, event_sink_installed, set_event_sink,
+};
+pub use runtime::{Config, ConfigError, configure};
+pub use stats::{Stats, stats};
+#[cfg(not(loom))]
+pub use tvar::TBox;
+pub use tvar::TVar;
+pub use tx::{Tx, atomically, inevitably, thread_id, try_atomically};
+pub use word::Word;

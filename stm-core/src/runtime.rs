@@ -1,0 +1,278 @@
+//! Global state: the version clock, the versioned-lock table, the inevitable token, wait events.
+//!
+//! # Versioned locks (orecs)
+//!
+//! Every word maps to one orec, `table[(address >> 3) & mask]`. An orec is one `AtomicU64`:
+//!
+//! ```text
+//! unlocked: version << 3 | PINNED? | WAITERS?          (bit 0 clear)
+//! locked:   index << 40 | owner << 3 | PINNED? | WAITERS? | LOCKED
+//! ```
+//!
+//! - `LOCKED`: a committer (or the inevitable transaction) owns every word of this orec. `owner` is
+//!   the runtime id of its thread; `index` is where the owner keeps the orec's previous value (its
+//!   write-set entry, or its held-orec entry when inevitable), so it can validate its own reads.
+//! - `PINNED`: the inevitable transaction read a word of this orec (unlocked: readers may still
+//!   read, nobody may lock it) or holds it locked (`LOCKED | PINNED`: long-held, so waiters park
+//!   instead of spinning).
+//! - `WAITERS`: a transaction blocked in `retry` read a word of this orec; a committer that finds
+//!   the bit in the value it locked wakes the waiters after releasing.
+//!
+//! Invariants: versions only grow; a word is written only while its orec is `LOCKED` by the
+//! writer; a normal committer never waits while it holds a lock (it spins a bounded number of
+//! times, or releases everything first); only the holder of the inevitable token sets `PINNED`.
+
+use crate::sync::{AtomicU64, Event, Ordering};
+use crossbeam_utils::CachePadded;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, AtomicU64 as StdAtomicU64};
+
+pub(crate) const LOCKED: u64 = 1;
+pub(crate) const WAITERS: u64 = 2;
+pub(crate) const PINNED: u64 = 4;
+/// Bits that do not change the identity of an unlocked version.
+pub(crate) const FLAGS: u64 = WAITERS | PINNED;
+pub(crate) const SHIFT: u32 = 3;
+const OWNER_BITS: u32 = 37;
+const OWNER_MASK: u64 = (1 << OWNER_BITS) - 1;
+const INDEX_SHIFT: u32 = SHIFT + OWNER_BITS;
+/// Index values from here on mean "search for it".
+pub(crate) const INDEX_NONE: u64 = (1 << (64 - INDEX_SHIFT)) - 1;
+
+#[inline]
+pub(crate) const fn locked_word(owner: u64, index: usize, flags: u64) -> u64 {
+    let idx = if (index as u64) < INDEX_NONE {
+        index as u64
+    } else {
+        INDEX_NONE
+    };
+    LOCKED | flags | ((owner & OWNER_MASK) << SHIFT) | (idx << INDEX_SHIFT)
+}
+
+#[inline]
+pub(crate) const fn owner_of(o: u64) -> u64 {
+    (o >> SHIFT) & OWNER_MASK
+}
+
+#[inline]
+pub(crate) const fn index_of(o: u64) -> u64 {
+    o >> INDEX_SHIFT
+}
+
+/// Tuning of the runtime, fixed before the first transaction (see [`configure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// log2 of the number of versioned locks (default 20: one million locks, 8 MiB). More locks,
+    /// fewer false conflicts between unrelated words that hash to the same lock.
+    pub lock_table_bits: u32,
+    /// Consecutive aborts after which a transaction's next attempt runs inevitable (default 16).
+    pub abort_limit: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lock_table_bits: 20,
+            abort_limit: 16,
+        }
+    }
+}
+
+impl Config {
+    /// The default configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`Config::lock_table_bits`] (accepted range 4..=28).
+    pub fn lock_table_bits(mut self, bits: u32) -> Self {
+        self.lock_table_bits = bits;
+        self
+    }
+
+    /// Sets [`Config::abort_limit`] (at least 1).
+    pub fn abort_limit(mut self, n: u32) -> Self {
+        self.abort_limit = n;
+        self
+    }
+}
+
+/// Why [`configure`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A transaction already ran (or `configure` was already called): the runtime is fixed.
+    AlreadyStarted,
+    /// `lock_table_bits` outside 4..=28 or `abort_limit` of 0.
+    OutOfRange,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::AlreadyStarted => f.write_str(
+                "the STM runtime is already running; configure it before the first transaction",
+            ),
+            ConfigError::OutOfRange => {
+                f.write_str("lock_table_bits must be in 4..=28 and abort_limit at least 1")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where committers note the source line and thread of their last write to each orec, so that a
+/// reader aborted by that write can name it. Written and read only while an event sink is
+/// installed; plain diagnostics (a stale entry names an older writer), hence `Relaxed` and `std`
+/// atomics even under loom. Entries are written before the orec's releasing store, so a reader
+/// that acquires the new version sees the entry of that commit or a later one.
+pub(crate) struct SideTable {
+    pub(crate) loc: Box<[AtomicPtr<core::panic::Location<'static>>]>,
+    pub(crate) thread: Box<[StdAtomicU64]>,
+}
+
+pub(crate) struct Runtime {
+    /// The global version clock. `fetch_add` with AcqRel by committers after locking their write
+    /// set; loaded with Acquire at attempt start and on extension. The Acquire load of a value
+    /// `c` synchronises with the commits that produced every version `<= c`, so a reader that then
+    /// loads an orec sees their locks (or their releases).
+    pub(crate) clock: CachePadded<AtomicU64>,
+    orecs: Box<[AtomicU64]>,
+    mask: usize,
+    /// Thread id of the inevitable transaction, 0 when none. CAS with AcqRel to take it, store
+    /// with Release to give it back (pairs with the next taker's Acquire, handing over the
+    /// released orecs too).
+    pub(crate) inevitable: CachePadded<AtomicU64>,
+    /// Notified when the inevitable transaction releases its orecs and the token.
+    pub(crate) inevitable_done: Event,
+    /// Notified by commits that released an orec with `WAITERS` set.
+    pub(crate) commits: Event,
+    side: OnceLock<SideTable>,
+    pub(crate) abort_limit: u32,
+}
+
+impl Runtime {
+    pub(crate) fn new(config: Config) -> Self {
+        let n = 1usize << config.lock_table_bits;
+        Runtime {
+            clock: CachePadded::new(AtomicU64::new(0)),
+            orecs: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            mask: n - 1,
+            inevitable: CachePadded::new(AtomicU64::new(0)),
+            inevitable_done: Event::new(),
+            commits: Event::new(),
+            side: OnceLock::new(),
+            abort_limit: config.abort_limit,
+        }
+    }
+
+    /// The orec of the word at `addr`.
+    #[inline]
+    pub(crate) fn orec(&self, addr: usize) -> (&AtomicU64, usize) {
+        let i = (addr >> 3) & self.mask;
+        // Indexing cannot fail: `i <= mask < len`.
+        (&self.orecs[i], i)
+    }
+
+    pub(crate) fn side(&self) -> &SideTable {
+        self.side.get_or_init(|| {
+            let n = self.mask + 1;
+            SideTable {
+                loc: (0..n)
+                    .map(|_| AtomicPtr::new(core::ptr::null_mut()))
+                    .collect(),
+                thread: (0..n).map(|_| StdAtomicU64::new(0)).collect(),
+            }
+        })
+    }
+
+    /// Waits until `orec` no longer holds `seen` (it is held by the inevitable transaction, which
+    /// may run for long: park rather than spin).
+    pub(crate) fn wait_orec_change(&self, orec: &AtomicU64, seen: u64) {
+        let mut spin = crate::sync::Spin::new();
+        while spin.steps() < 10 {
+            if orec.load(Ordering::Acquire) != seen {
+                return;
+            }
+            spin.spin();
+        }
+        loop {
+            let g = self.inevitable_done.prepare();
+            // SeqCst: ordered with the inevitable transaction's release-then-notify (see Event).
+            if orec.load(Ordering::SeqCst) != seen {
+                self.inevitable_done.cancel();
+                return;
+            }
+            self.inevitable_done.wait(g);
+        }
+    }
+
+    /// Waits until the inevitable token is free (or held by `me`).
+    pub(crate) fn wait_token_free(&self, me: u64) {
+        loop {
+            let g = self.inevitable_done.prepare();
+            let t = self.inevitable.load(Ordering::SeqCst);
+            if t == 0 || t == me {
+                self.inevitable_done.cancel();
+                return;
+            }
+            self.inevitable_done.wait(g);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Fixes the runtime's [`Config`]. Call it before the first transaction of the process; later
+/// calls fail with [`ConfigError::AlreadyStarted`].
+///
+/// ```
+/// use stm_core::{Config, configure, ConfigError};
+/// match configure(Config::new().abort_limit(8)) {
+///     Ok(()) | Err(ConfigError::AlreadyStarted) => {}
+///     Err(e) => panic!("{e}"),
+/// }
+/// assert_eq!(configure(Config::new().lock_table_bits(40)), Err(ConfigError::OutOfRange));
+/// ```
+#[cfg(not(loom))]
+pub fn configure(config: Config) -> Result<(), ConfigError> {
+    if !(4..=28).contains(&config.lock_table_bits) || config.abort_limit == 0 {
+        return Err(ConfigError::OutOfRange);
+    }
+    let mut fresh = false;
+    RUNTIME.get_or_init(|| {
+        fresh = true;
+        Runtime::new(config)
+    });
+    if fresh {
+        Ok(())
+    } else {
+        Err(ConfigError::AlreadyStarted)
+    }
+}
+
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn runtime() -> &'static Runtime {
+    RUNTIME.get_or_init(|| Runtime::new(Config::default()))
+}
+
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref RUNTIME: Runtime = Runtime::new(Config { lock_table_bits: 4, abort_limit: 2 });
+}
+
+/// Under loom: a runtime per model execution, with a tiny table and abort limit.
+#[cfg(loom)]
+pub(crate) fn runtime() -> &'static Runtime {
+    &RUNTIME
+}
+
+/// Under loom the configuration is fixed by the model.
+#[cfg(loom)]
+pub fn configure(_config: Config) -> Result<(), ConfigError> {
+    Err(ConfigError::AlreadyStarted)
+}

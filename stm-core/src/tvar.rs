@@ -1,0 +1,218 @@
+//! [`TVar`]: one transactional word; [`TBox`]: a transactional pointer to any value.
+
+use crate::runtime::{FLAGS, LOCKED, PINNED, runtime};
+use crate::sync::{AtomicU64, Ordering, Spin};
+use crate::word::{self, Word};
+use core::fmt;
+use core::marker::PhantomData;
+
+/// A transactional variable: one 64-bit word holding a [`Word`] value.
+///
+/// Read and write it inside [`atomically`](crate::atomically) through [`Tx`](crate::Tx); outside,
+/// [`TVar::load`] reads a consistent value. `TVar::new` is `const`, so statics work, and
+/// `size_of::<TVar<T>>() == 8`, so arrays of `TVar` are dense.
+///
+/// ```
+/// use stm_core::{TVar, atomically};
+/// static HITS: TVar<u64> = TVar::new(0);
+/// atomically(|tx| tx.modify(&HITS, |h| h + 1));
+/// assert!(HITS.load() >= 1);
+/// assert_eq!(std::mem::size_of::<TVar<u64>>(), 8);
+/// ```
+///
+/// A `TVar` written by a transaction must stay where it is until that transaction has committed
+/// (the redo log keeps its address): write `TVar`s that live outside the transaction's body, as
+/// every shared variable does. Dropping one inside the body removes its pending write; writing
+/// one that lives on the body's own stack panics.
+#[repr(transparent)]
+pub struct TVar<T: Word> {
+    pub(crate) word: AtomicU64,
+    _marker: PhantomData<T>,
+}
+
+// SAFETY: the value is a `Word` (`Send + Sync + Copy`), stored in an atomic; all access goes
+// through atomic operations.
+unsafe impl<T: Word> Sync for TVar<T> {}
+// SAFETY: as above.
+unsafe impl<T: Word> Send for TVar<T> {}
+
+impl<T: Word> TVar<T> {
+    /// A new variable holding `value`.
+    #[cfg(not(loom))]
+    pub const fn new(value: T) -> Self {
+        TVar {
+            word: AtomicU64::new(word::to_bits(value)),
+            _marker: PhantomData,
+        }
+    }
+
+    /// A new variable holding `value` (not `const` under loom).
+    #[cfg(loom)]
+    pub fn new(value: T) -> Self {
+        TVar {
+            word: AtomicU64::new(word::to_bits(value)),
+            _marker: PhantomData,
+        }
+    }
+
+    /// Reads the current committed value, outside any transaction (an atomic snapshot: never a
+    /// value that a commit in progress has only half written).
+    pub fn load(&self) -> T {
+        let bits = load_word(&self.word);
+        // SAFETY: the word only ever holds bits produced by `to_bits::<T>` (`new` and commits).
+        unsafe { word::from_bits(bits) }
+    }
+
+    /// Consumes the variable, returning its value.
+    pub fn into_inner(self) -> T {
+        let me = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `self` is owned, so nobody else accesses the word; same bits argument as `load`.
+        // ManuallyDrop skips `Drop`, which has nothing to free.
+        unsafe { word::from_bits(me.word.load(Ordering::Relaxed)) }
+    }
+
+    /// A mutable reference to the value: `&mut self` proves no transaction can touch it.
+    #[cfg(not(loom))]
+    pub fn get_mut(&mut self) -> &mut T {
+        let p = self.word.get_mut() as *mut u64 as *mut T;
+        // SAFETY: `T` is at most 8 bytes with alignment at most 8 (Word contract), and the word
+        // stores `T`'s bytes at its start (see `word::to_bits`), so `p` points to a valid `T`;
+        // `&mut self` makes the access exclusive for the returned lifetime.
+        unsafe { &mut *p }
+    }
+}
+
+impl<T: Word + Default> Default for TVar<T> {
+    fn default() -> Self {
+        TVar::new(T::default())
+    }
+}
+
+impl<T: Word + fmt::Debug> fmt::Debug for TVar<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TVar").field(&self.load()).finish()
+    }
+}
+
+impl<T: Word> Drop for TVar<T> {
+    fn drop(&mut self) {
+        crate::tx::forget_pending(&self.word as *const AtomicU64 as usize);
+    }
+}
+
+/// Reads a word consistently outside transactions: the seqlock pattern on its orec.
+pub(crate) fn load_word(word: &AtomicU64) -> u64 {
+    let rt = runtime();
+    let (orec, _) = rt.orec(word as *const AtomicU64 as usize);
+    let mut spin = Spin::new();
+    loop {
+        // Acquire on both orec loads and on the word load: pairs with a committer's Release
+        // stores of the word and of the orec (see `tx.rs`).
+        let o1 = orec.load(Ordering::Acquire);
+        if o1 & LOCKED != 0 {
+            if o1 & PINNED != 0 {
+                rt.wait_orec_change(orec, o1);
+            } else {
+                spin.spin();
+            }
+            continue;
+        }
+        let v = word.load(Ordering::Acquire);
+        let o2 = orec.load(Ordering::Acquire);
+        if (o1 ^ o2) & !FLAGS == 0 {
+            return v;
+        }
+    }
+}
+
+/// A transactional box: any `T: Send + Sync + 'static` behind one pointer word.
+///
+/// A write installs a new allocation; after the commit the replaced one is retired through
+/// crossbeam-epoch and freed once no transaction can still see it. Reading gives `&T` valid for
+/// the rest of the transaction.
+///
+/// ```
+/// use stm_core::{TBox, atomically};
+/// let names = TBox::new(vec!["a".to_string()]);
+/// atomically(|tx| {
+///     let mut v = tx.read_box(&names)?.clone();
+///     v.push("b".into());
+///     tx.write_box(&names, v)
+/// });
+/// assert_eq!(names.load(), vec!["a", "b"]);
+/// ```
+#[cfg(not(loom))]
+pub struct TBox<T: Send + Sync + 'static> {
+    pub(crate) word: AtomicU64,
+    _owns: PhantomData<Box<T>>,
+}
+
+#[cfg(not(loom))]
+impl<T: Send + Sync + 'static> TBox<T> {
+    /// A new box holding `value`.
+    pub fn new(value: T) -> Self {
+        TBox {
+            word: AtomicU64::new(Box::into_raw(Box::new(value)) as usize as u64),
+            _owns: PhantomData,
+        }
+    }
+
+    /// Calls `f` with the current committed value, outside any transaction.
+    pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        let _guard = crossbeam_epoch::pin();
+        let p = load_word(&self.word) as usize as *const T;
+        // SAFETY: the word always holds a live allocation made by `Box::into_raw` (new or a
+        // commit); a replaced one is retired through the epoch and cannot be freed while
+        // `_guard`, pinned before the load, is alive.
+        f(unsafe { &*p })
+    }
+
+    /// A clone of the current committed value, outside any transaction.
+    pub fn load(&self) -> T
+    where
+        T: Clone,
+    {
+        self.with(T::clone)
+    }
+
+    /// A mutable reference: `&mut self` proves no transaction can touch it.
+    pub fn get_mut(&mut self) -> &mut T {
+        // SAFETY: the word holds a live, uniquely owned `Box<T>` allocation; `&mut self` excludes
+        // every other access.
+        unsafe { &mut *(*self.word.get_mut() as usize as *mut T) }
+    }
+
+    /// Consumes the box, returning its value.
+    pub fn into_inner(self) -> T {
+        let mut me = core::mem::ManuallyDrop::new(self);
+        crate::tx::forget_pending(&me.word as *const AtomicU64 as usize);
+        // SAFETY: owned, live allocation from `Box::into_raw`; ManuallyDrop stops `Drop` from
+        // freeing it a second time.
+        *unsafe { Box::from_raw(*me.word.get_mut() as usize as *mut T) }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T: Send + Sync + 'static> Drop for TBox<T> {
+    fn drop(&mut self) {
+        crate::tx::forget_pending(&self.word as *const AtomicU64 as usize);
+        // SAFETY: the word holds a live allocation from `Box::into_raw`, owned by this box;
+        // transactions reading it borrow the box, which `&mut self` excludes. Replaced values
+        // were retired to the epoch separately.
+        drop(unsafe { Box::from_raw(*self.word.get_mut() as usize as *mut T) });
+    }
+}
+
+#[cfg(not(loom))]
+impl<T: Send + Sync + 'static + fmt::Debug> fmt::Debug for TBox<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.with(|v| f.debug_tuple("TBox").field(v).finish())
+    }
+}
+
+#[cfg(not(loom))]
+impl<T: Send + Sync + 'static + Default> Default for TBox<T> {
+    fn default() -> Self {
+        TBox::new(T::default())
+    }
+}

@@ -1,0 +1,1369 @@
+//! The transaction: read, write, commit, abort, inevitable mode and blocking retry.
+//!
+//! This file is the hot path; `runtime.rs` documents the orec encoding and its invariants.
+//!
+//! # Protocol (normal transactions: lazy versioning, commit-time locking, TL2 with extension)
+//!
+//! - **Start**: `rv = clock.load(Acquire)`.
+//! - **Read**: `o1 = orec.load(Acquire)`; if locked, wait (a committer, briefly; the inevitable
+//!   transaction, parked: an `INEVITABLE` pause) or abort (`WRITE_READ`); `v = word.load(Acquire)`;
+//!   `o2 = orec.load(Acquire)`; if the version moved, read again; if it is newer than `rv`, extend:
+//!   `rv' = clock.load(Acquire)`, check that every read orec still holds the version it was read at,
+//!   `rv = rv'`. The value is consistent with every earlier read as of `rv` (opacity).
+//! - **Commit, read-only**: nothing to do; every read was valid at `rv`.
+//! - **Commit, update**: lock each written orec by CAS (AcqRel); a lock held by another committer:
+//!   spin, then abort (`WRITE_WRITE`); pinned or held by the inevitable transaction: release
+//!   everything, wait (an `INEVITABLE` pause), lock again. Then `wv = clock.fetch_add(1, AcqRel) + 1`;
+//!   if `wv != rv + 1`, validate the read set (`WRITE_READ` on failure). Write the words back with
+//!   Release, then release each orec with `store(wv << 3, Release)`.
+//!
+//! Why the orderings suffice: a reader's word load (Acquire) that sees a committer's write-back
+//! (Release) synchronises with it, so the reader's second orec load sees that committer's lock or
+//! its new version, and the read is retried. A reader whose clock load (Acquire) returns `c` sees,
+//! on each later orec load, the lock of every commit whose `fetch_add` produced a version `<= c`
+//! (the lock CAS is sequenced before the `fetch_add`, which is a release operation that the
+//! Acquire load reads from, directly or through later RMWs of the clock's release sequence). So no
+//! word can be read at a version `<= rv` while a commit numbered `<= rv` still has to write it.
+//!
+//! # Inevitable transactions
+//!
+//! At most one thread holds the token (`Runtime::inevitable`). Its reads pin their orec (`PINNED`,
+//! version kept, so normal readers go on) and its writes lock their orec (`LOCKED | PINNED`, at
+//! encounter time); values stay in the redo log until it commits. A normal committer never locks a
+//! pinned orec, so nothing the inevitable transaction read can change under it, and nothing it
+//! wrote can be read before its commit: it is serialised at its commit point and never aborts.
+//! Everyone else keeps committing unless they touch its words.
+
+use crate::error::{Abort, AbortCause, ConflictKind, TxError, TxResult};
+use crate::hook::{Conflict, Event, EventKind, EventSink, SourceLocation, sink};
+use crate::runtime::{
+    FLAGS, INDEX_NONE, LOCKED, PINNED, Runtime, SHIFT, WAITERS, index_of, locked_word, owner_of,
+    runtime,
+};
+use crate::stats::{self, Counters};
+use crate::sync::{AtomicU64, Ordering, Spin};
+use crate::tvar::TVar;
+use crate::word::{self, Word};
+use core::cell::{Cell, UnsafeCell};
+use core::marker::PhantomData;
+use core::panic::Location;
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Spins on a lock held by a normal committer before giving up.
+const LOCK_SPINS: u32 = 8;
+/// Write sets longer than this get a hash index for read-after-write lookups.
+const INDEX_AFTER: usize = 32;
+
+// ---------------------------------------------------------------------------------------------
+// Per-thread context
+// ---------------------------------------------------------------------------------------------
+
+struct ThreadCtx {
+    id: u64,
+    /// Consecutive conflict aborts of the transaction now running on this thread.
+    aborts: Cell<u32>,
+    /// A transaction (or its after-commit actions' caller) is running on this thread.
+    active: Cell<bool>,
+    /// The state of the running attempt, for `forget_pending`; null between attempts.
+    current: Cell<*mut State>,
+    counters: Arc<Counters>,
+}
+
+impl ThreadCtx {
+    fn new() -> Self {
+        // Thread ids only label threads (locks, logs); std atomic, Relaxed: uniqueness is all
+        // that matters and the RMW gives it.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        ThreadCtx {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            aborts: Cell::new(0),
+            active: Cell::new(false),
+            current: Cell::new(core::ptr::null_mut()),
+            counters: stats::register(),
+        }
+    }
+}
+
+impl Drop for ThreadCtx {
+    fn drop(&mut self) {
+        stats::unregister(&self.counters);
+    }
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static CTX: ThreadCtx = ThreadCtx::new();
+}
+#[cfg(loom)]
+loom::thread_local! {
+    static CTX: ThreadCtx = ThreadCtx::new();
+}
+
+/// The runtime's id of the calling thread (the `thread` of its events).
+pub fn thread_id() -> u64 {
+    CTX.with(|c| c.id)
+}
+
+/// Called when a `TVar`/`TBox` at `addr` is dropped or consumed: if the transaction running on
+/// this thread has a pending write to it, the write is discarded (its value can no longer be
+/// stored anywhere).
+pub(crate) fn forget_pending(addr: usize) {
+    let _ = CTX.try_with(|c| {
+        let p = c.current.get();
+        if !p.is_null() {
+            // SAFETY: `current` is non-null only while an attempt runs on this thread and points
+            // to its `State`, which outlives the attempt; the thread is inside user code of that
+            // attempt (a drop in the body), where no `Tx` method holds a reference to the state.
+            unsafe { (*p).discard_write(addr) };
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read and write sets
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct ReadEntry {
+    orec: &'static AtomicU64,
+    /// The orec value (without flags) the word was read at.
+    version: u64,
+    loc: SourceLocation,
+}
+
+/// Frees a boxed value of a `TBox` write, type-erased.
+type DropFn = unsafe fn(u64);
+
+struct WriteEntry {
+    /// The word to store into at commit. Valid until the attempt ends: see `TVar`'s docs, the
+    /// stack check in `write` and `forget_pending`.
+    word: *const AtomicU64,
+    orec: &'static AtomicU64,
+    orec_index: usize,
+    value: u64,
+    loc: SourceLocation,
+    /// `Some` for `TBox` writes: `value` is an allocation owned by this entry until published.
+    drop_box: Option<DropFn>,
+    /// The orec value before this attempt locked it; `owned` when this entry holds the lock.
+    prev: u64,
+    owned: bool,
+}
+
+/// An orec held by the inevitable transaction: pinned (read) or locked (written).
+struct Held {
+    orec: &'static AtomicU64,
+    /// Its value before we touched it (unlocked, without `PINNED`).
+    prev: u64,
+    locked: bool,
+}
+
+struct State {
+    rt: &'static Runtime,
+    id: u64,
+    rv: u64,
+    inevitable: bool,
+    /// Inevitable because the user asked (`inevitably`, `become_inevitable`): may have done I/O.
+    user_inevitable: bool,
+    doomed: Option<Abort>,
+    reads: SmallVec<[ReadEntry; 16]>,
+    writes: SmallVec<[WriteEntry; 8]>,
+    /// One bit per (address >> 3) % 64 of the written words: most reads skip the write-set scan.
+    filter: u64,
+    index: Option<HashMap<usize, usize>>,
+    held: SmallVec<[Held; 8]>,
+    after: Vec<Box<dyn FnOnce()>>,
+    /// Superseded `TBox` allocations of this attempt (never published), freed when it ends.
+    garbage: Vec<(u64, DropFn)>,
+    #[cfg(not(loom))]
+    guard: Option<crossbeam_epoch::Guard>,
+    sink: Option<&'static dyn EventSink>,
+    start: Option<Instant>,
+    conflict: Option<Conflict>,
+    /// This attempt held the inevitable token at some point.
+    took_token: bool,
+    /// `become_inevitable` failed: run the next attempt inevitable from its start.
+    wants_inevitable: bool,
+    /// Lowest address of `execute`'s frame: words between the current stack pointer and this
+    /// live on the body's own stack.
+    frame: usize,
+}
+
+/// A running transaction, handed to the body of [`atomically`] as `&mut Tx`.
+///
+/// Every operation returns [`TxResult`]: `Err` means the attempt is doomed and the body should
+/// leave with `?`; the runtime rolls it back and runs the body again. A `Tx` cannot leave its
+/// body:
+///
+/// ```compile_fail
+/// let mut leaked = None;
+/// stm_core::atomically(|tx| { leaked = Some(tx); Ok(()) });
+/// ```
+pub struct Tx {
+    s: UnsafeCell<State>,
+    // !Send and !Sync: a transaction belongs to its thread.
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl Tx {
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    fn st(&self) -> &mut State {
+        // SAFETY: `Tx` is neither `Send` nor `Sync`, so only this thread reaches the cell, and no
+        // method keeps this reference across a call into user code (`modify` reads, releases,
+        // calls `f`, then writes) or across another call of `st()`: each public method takes it
+        // once, at its start. `forget_pending` also reaches the state, only from user code.
+        unsafe { &mut *self.s.get() }
+    }
+
+    /// Reads `var`. `#[track_caller]`: the conflict log names this line.
+    #[track_caller]
+    #[inline]
+    pub fn read<T: Word>(&self, var: &TVar<T>) -> TxResult<T> {
+        let loc = Location::caller();
+        let bits = self.st().read_word(&var.word, loc)?;
+        // SAFETY: the bits came from `to_bits::<T>` (the redo log or the word itself).
+        Ok(unsafe { word::from_bits(bits) })
+    }
+
+    /// Writes `value` to `var` (visible to other threads when the transaction commits).
+    ///
+    /// # Panics
+    ///
+    /// If `var` lives on the transaction body's own stack (it would be gone before the commit
+    /// stores into it).
+    #[track_caller]
+    #[inline]
+    pub fn write<T: Word>(&self, var: &TVar<T>, value: T) -> TxResult<()> {
+        let loc = Location::caller();
+        self.st()
+            .write_word(&var.word, word::to_bits(value), loc, None)
+    }
+
+    /// Reads `var`, writes `f(value)` back and returns the new value.
+    #[track_caller]
+    #[inline]
+    pub fn modify<T: Word>(&self, var: &TVar<T>, f: impl FnOnce(T) -> T) -> TxResult<T> {
+        let loc = Location::caller();
+        let bits = self.st().read_word(&var.word, loc)?;
+        // SAFETY: as in `read`.
+        let new = f(unsafe { word::from_bits::<T>(bits) });
+        self.st()
+            .write_word(&var.word, word::to_bits(new), loc, None)?;
+        Ok(new)
+    }
+
+    /// Reads a [`TBox`](crate::TBox): a reference valid until the transaction ends.
+    #[cfg(not(loom))]
+    #[track_caller]
+    pub fn read_box<'a, T: Send + Sync + 'static>(
+        &'a self,
+        b: &'a crate::TBox<T>,
+    ) -> TxResult<&'a T> {
+        let loc = Location::caller();
+        let s = self.st();
+        s.pin_epoch();
+        let bits = s.read_word(&b.word, loc)?;
+        // SAFETY: the word holds a live `Box<T>` allocation: either a pending one of this
+        // attempt (freed only when the attempt ends, after the body and so after 'a), or a
+        // published one, which is retired through the epoch that this attempt pinned before
+        // loading it and stays pinned until the attempt ends; `TBox::drop` needs `&mut`, which
+        // the borrow 'a of `b` excludes.
+        Ok(unsafe { &*(bits as usize as *const T) })
+    }
+
+    /// Writes a new value into a [`TBox`](crate::TBox).
+    #[cfg(not(loom))]
+    #[track_caller]
+    pub fn write_box<T: Send + Sync + 'static>(
+        &self,
+        b: &crate::TBox<T>,
+        value: T,
+    ) -> TxResult<()> {
+        let loc = Location::caller();
+        let s = self.st();
+        if let Some(a) = s.doomed {
+            return Err(a);
+        }
+        s.pin_epoch();
+        let bits = Box::into_raw(Box::new(value)) as usize as u64;
+        s.write_word(&b.word, bits, loc, Some(drop_box::<T>))
+    }
+
+    /// Runs `f` once, after this transaction commits (never if it aborts). Use it for I/O.
+    pub fn after_commit(&self, f: impl FnOnce() + 'static) {
+        self.st().after.push(Box::new(f));
+    }
+
+    /// Makes this transaction the inevitable one: from here on it never aborts, so it may do
+    /// I/O. Waits while another transaction is inevitable. Fails (and the runtime reruns the body
+    /// as inevitable from its start) if something read so far has changed.
+    #[track_caller]
+    pub fn become_inevitable(&self) -> TxResult<()> {
+        let loc = Location::caller();
+        self.st().become_inevitable(loc)
+    }
+
+    /// Whether this transaction is the inevitable one.
+    pub fn is_inevitable(&self) -> bool {
+        self.st().inevitable
+    }
+
+    /// Blocks until a word this attempt has read changes, then runs the body again (Haskell's
+    /// `retry`): `return tx.retry();` when the transaction cannot go on yet.
+    ///
+    /// # Panics
+    ///
+    /// The runtime panics if the attempt read nothing (it would wait forever), or if the body
+    /// asked to be inevitable (it cannot be rolled back).
+    pub fn retry<T>(&self) -> TxResult<T> {
+        let a = Abort {
+            cause: AbortCause::Retry,
+        };
+        self.st().doomed = Some(a);
+        Err(a)
+    }
+}
+
+#[cfg(not(loom))]
+unsafe fn drop_box<T>(bits: u64) {
+    // SAFETY: caller passes an allocation made by `Box::<T>::into_raw` and owned by it.
+    drop(unsafe { Box::from_raw(bits as usize as *mut T) });
+}
+
+impl State {
+    fn new(rt: &'static Runtime, ctx: &ThreadCtx, frame: usize) -> Self {
+        let sink = sink();
+        State {
+            rt,
+            id: ctx.id,
+            // Acquire: see the module doc.
+            rv: rt.clock.load(Ordering::Acquire),
+            inevitable: false,
+            user_inevitable: false,
+            doomed: None,
+            reads: SmallVec::new(),
+            writes: SmallVec::new(),
+            filter: 0,
+            index: None,
+            held: SmallVec::new(),
+            after: Vec::new(),
+            garbage: Vec::new(),
+            #[cfg(not(loom))]
+            guard: None,
+            sink,
+            start: sink.map(|_| Instant::now()),
+            conflict: None,
+            took_token: false,
+            wants_inevitable: false,
+            frame,
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn pin_epoch(&mut self) {
+        if self.guard.is_none() {
+            self.guard = Some(crossbeam_epoch::pin());
+        }
+    }
+
+    #[inline]
+    fn emit(&self, kind: EventKind) {
+        if let Some(s) = self.sink {
+            s.event(&Event {
+                thread: self.id,
+                time: Instant::now(),
+                kind,
+            });
+        }
+    }
+
+    /// Records a conflict (with both sides when a sink wants them) and dooms the attempt.
+    #[cold]
+    fn fail(
+        &mut self,
+        kind: ConflictKind,
+        loc: SourceLocation,
+        orec_index: Option<usize>,
+        other_thread: Option<u64>,
+    ) -> Abort {
+        let a = Abort::conflict(kind);
+        if self.sink.is_some() {
+            let (mut other, mut thread) = (None, other_thread);
+            if let Some(i) = orec_index {
+                let side = self.rt.side();
+                let p = side.loc[i].load(std::sync::atomic::Ordering::Relaxed);
+                // SAFETY: side entries are null or come from `Location::caller()`, 'static.
+                other = unsafe { p.as_ref() };
+                if thread.is_none() {
+                    let t = side.thread[i].load(std::sync::atomic::Ordering::Relaxed);
+                    thread = (t != 0).then_some(t);
+                }
+            }
+            self.conflict = Some(Conflict {
+                kind,
+                this: Some(loc),
+                other,
+                other_thread: thread,
+            });
+        }
+        self.doomed = Some(a);
+        a
+    }
+
+    fn orec_index_of(&self, orec: &AtomicU64) -> usize {
+        // Recomputing from the address is cheaper than storing it in every read entry; only
+        // the cold conflict path needs it.
+        let base = self.rt.orec(0).0 as *const AtomicU64 as usize;
+        (orec as *const AtomicU64 as usize - base) / core::mem::size_of::<AtomicU64>()
+    }
+
+    // ----- read -----
+
+    #[inline]
+    fn read_word(&mut self, word: &AtomicU64, loc: SourceLocation) -> TxResult<u64> {
+        if let Some(a) = self.doomed {
+            return Err(a);
+        }
+        let addr = word as *const AtomicU64 as usize;
+        if self.filter & filter_bit(addr) != 0
+            && let Some(i) = self.find_write(addr)
+        {
+            return Ok(self.writes[i].value);
+        }
+        if self.inevitable {
+            return Ok(self.read_inevitable(word, addr, loc));
+        }
+        let (orec, oi) = self.rt.orec(addr);
+        let mut spin = Spin::new();
+        loop {
+            let o1 = orec.load(Ordering::Acquire);
+            if o1 & LOCKED != 0 {
+                if o1 & PINNED != 0 {
+                    self.pause_on(orec, o1, loc, oi);
+                    continue;
+                }
+                if spin.steps() < LOCK_SPINS {
+                    spin.spin();
+                    continue;
+                }
+                return Err(self.fail(ConflictKind::WriteRead, loc, Some(oi), Some(owner_of(o1))));
+            }
+            let v = word.load(Ordering::Acquire);
+            let o2 = orec.load(Ordering::Acquire);
+            if (o1 ^ o2) & !FLAGS != 0 {
+                continue;
+            }
+            let version = o1 & !FLAGS;
+            if version >> SHIFT > self.rv {
+                self.extend(loc)?;
+                continue;
+            }
+            self.reads.push(ReadEntry { orec, version, loc });
+            return Ok(v);
+        }
+    }
+
+    /// Moves the snapshot forward to now, if every read is still current.
+    #[cold]
+    fn extend(&mut self, loc: SourceLocation) -> TxResult<()> {
+        let now = self.rt.clock.load(Ordering::Acquire);
+        self.validate(loc)?;
+        self.rv = now;
+        Ok(())
+    }
+
+    /// Checks that every read orec still holds the version it was read at (or is locked by this
+    /// attempt, which locked it at that version).
+    fn validate(&mut self, loc: SourceLocation) -> TxResult<()> {
+        for i in 0..self.reads.len() {
+            let r = self.reads[i];
+            // Acquire: pairs with the Release of whichever commit last released this orec.
+            let o = r.orec.load(Ordering::Acquire);
+            let ok = if o & LOCKED == 0 {
+                o & !FLAGS == r.version
+            } else if o & PINNED == 0 && owner_of(o) == self.id {
+                self.prev_of_own_lock(o, r.orec) & !FLAGS == r.version
+            } else {
+                false
+            };
+            if !ok {
+                let kind = if o & PINNED != 0 && o & LOCKED != 0 {
+                    ConflictKind::Inevitable
+                } else {
+                    ConflictKind::WriteRead
+                };
+                let oi = self.orec_index_of(r.orec);
+                let other = (o & LOCKED != 0).then(|| owner_of(o));
+                let _ = loc;
+                return Err(self.fail(kind, r.loc, Some(oi), other));
+            }
+        }
+        Ok(())
+    }
+
+    fn prev_of_own_lock(&self, o: u64, orec: &AtomicU64) -> u64 {
+        let i = index_of(o);
+        if i != INDEX_NONE
+            && let Some(w) = self.writes.get(i as usize)
+            && core::ptr::eq(w.orec, orec)
+            && w.owned
+        {
+            return w.prev;
+        }
+        self.writes
+            .iter()
+            .find(|w| w.owned && core::ptr::eq(w.orec, orec))
+            .map_or(u64::MAX, |w| w.prev)
+    }
+
+    /// Waits (an `INEVITABLE` pause) until the inevitable transaction lets go of `orec`.
+    #[cold]
+    fn pause_on(&mut self, orec: &AtomicU64, seen: u64, loc: SourceLocation, oi: usize) {
+        let conflict = Conflict {
+            kind: ConflictKind::Inevitable,
+            this: Some(loc),
+            other: None,
+            other_thread: Some(owner_of(seen)),
+        };
+        let t0 = self.sink.map(|_| Instant::now());
+        self.emit(EventKind::PauseStart { conflict });
+        let _ = oi;
+        self.rt.wait_orec_change(orec, seen);
+        if let Some(t0) = t0 {
+            self.emit(EventKind::PauseEnd {
+                conflict,
+                paused: t0.elapsed(),
+            });
+        }
+    }
+
+    // ----- write -----
+
+    #[inline]
+    fn write_word(
+        &mut self,
+        word: &AtomicU64,
+        bits: u64,
+        loc: SourceLocation,
+        drop_box: Option<DropFn>,
+    ) -> TxResult<()> {
+        if let Some(a) = self.doomed {
+            if let Some(d) = drop_box {
+                // SAFETY: `bits` is the fresh allocation made by `write_box`, owned here.
+                unsafe { d(bits) };
+            }
+            return Err(a);
+        }
+        let addr = word as *const AtomicU64 as usize;
+        self.check_not_on_body_stack(addr);
+        if self.filter & filter_bit(addr) != 0
+            && let Some(i) = self.find_write(addr)
+        {
+            let w = &mut self.writes[i];
+            if let Some(d) = w.drop_box {
+                // The superseded allocation may be borrowed by a `read_box` of this attempt:
+                // free it when the attempt ends, not now.
+                self.garbage.push((w.value, d));
+            }
+            w.value = bits;
+            w.loc = loc;
+            return Ok(());
+        }
+        let (orec, orec_index) = self.rt.orec(addr);
+        if self.inevitable {
+            self.lock_inevitable(orec);
+        }
+        self.writes.push(WriteEntry {
+            word,
+            orec,
+            orec_index,
+            value: bits,
+            loc,
+            drop_box,
+            prev: 0,
+            owned: false,
+        });
+        self.filter |= filter_bit(addr);
+        let n = self.writes.len();
+        if let Some(ix) = &mut self.index {
+            ix.insert(addr, n - 1);
+        } else if n > INDEX_AFTER {
+            self.index = Some(
+                self.writes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (w.word as usize, i))
+                    .collect(),
+            );
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn find_write(&self, addr: usize) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(&addr).copied(),
+            None => self.writes.iter().rposition(|w| w.word as usize == addr),
+        }
+    }
+
+    /// Panics when `addr` is on the stack of the running body (between this frame and the frame
+    /// of `execute`): such a variable would be gone when the commit stores into it.
+    #[inline]
+    fn check_not_on_body_stack(&self, addr: usize) {
+        let here = 0u8;
+        let sp = core::ptr::addr_of!(here) as usize;
+        if sp < addr && addr < self.frame {
+            body_stack_write();
+        }
+    }
+
+    fn discard_write(&mut self, addr: usize) {
+        if self.filter & filter_bit(addr) == 0 {
+            return;
+        }
+        if let Some(i) = self.find_write(addr) {
+            let w = self.writes.remove(i);
+            debug_assert!(!w.owned);
+            if self.inevitable {
+                // Its orec stays locked until the end: harmless, and other words may share it.
+            }
+            if let Some(d) = w.drop_box {
+                self.garbage.push((w.value, d));
+            }
+            if self.index.is_some() {
+                self.index = Some(
+                    self.writes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, w)| (w.word as usize, i))
+                        .collect(),
+                );
+            }
+        }
+    }
+
+    // ----- inevitable -----
+
+    /// Reads as the inevitable transaction: pin the orec, keep it pinned until the end.
+    fn read_inevitable(&mut self, word: &AtomicU64, addr: usize, loc: SourceLocation) -> u64 {
+        let (orec, _) = self.rt.orec(addr);
+        let mut spin = Spin::new();
+        loop {
+            let o = orec.load(Ordering::Acquire);
+            if o & LOCKED != 0 {
+                if o & PINNED != 0 && owner_of(o) == self.id {
+                    // Locked by us for another word of the same orec: nobody else can write.
+                    return word.load(Ordering::Acquire);
+                }
+                // A normal committer writing back: it never waits while holding locks.
+                spin.spin();
+                continue;
+            }
+            if o & PINNED == 0 {
+                // AcqRel: Acquire pairs with the Release of the last commit of this orec.
+                if orec
+                    .compare_exchange(o, o | PINNED, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                self.held.push(Held {
+                    orec,
+                    prev: o,
+                    locked: false,
+                });
+            }
+            // Pinned (by us: only the token holder pins): no commit can change the word now.
+            let v = word.load(Ordering::Acquire);
+            self.reads.push(ReadEntry {
+                orec,
+                version: o & !FLAGS,
+                loc,
+            });
+            return v;
+        }
+    }
+
+    /// Locks `orec` for the inevitable transaction (encounter time); waits out a committer.
+    fn lock_inevitable(&mut self, orec: &'static AtomicU64) {
+        let mut spin = Spin::new();
+        loop {
+            let o = orec.load(Ordering::Acquire);
+            if o & LOCKED != 0 {
+                if o & PINNED != 0 && owner_of(o) == self.id {
+                    return;
+                }
+                spin.spin();
+                continue;
+            }
+            let pinned_by_us = o & PINNED != 0;
+            let slot = if pinned_by_us {
+                self.held
+                    .iter()
+                    .position(|h| core::ptr::eq(h.orec, orec))
+                    .unwrap_or(usize::MAX)
+            } else {
+                self.held.len()
+            };
+            let new = locked_word(self.id, slot, (o & WAITERS) | PINNED);
+            // AcqRel: Acquire pairs with the last release of the orec; Release orders nothing
+            // of ours yet but keeps the lock word's publication symmetric with normal locks.
+            if orec
+                .compare_exchange(o, new, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if pinned_by_us && slot != usize::MAX {
+                self.held[slot].locked = true;
+            } else {
+                self.held.push(Held {
+                    orec,
+                    prev: o & !PINNED,
+                    locked: true,
+                });
+            }
+            return;
+        }
+    }
+
+    /// Takes the inevitable token, waiting (an `INEVITABLE` pause) while someone else has it.
+    fn take_token(&mut self, loc: Option<SourceLocation>) {
+        loop {
+            // AcqRel: Acquire pairs with the previous holder's Release when it gave the token
+            // back (after releasing its orecs).
+            match self.rt.inevitable.compare_exchange(
+                0,
+                self.id,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(owner) => {
+                    let conflict = Conflict {
+                        kind: ConflictKind::Inevitable,
+                        this: loc,
+                        other: None,
+                        other_thread: Some(owner),
+                    };
+                    let t0 = self.sink.map(|_| Instant::now());
+                    self.emit(EventKind::PauseStart { conflict });
+                    self.rt.wait_token_free(self.id);
+                    if let Some(t0) = t0 {
+                        self.emit(EventKind::PauseEnd {
+                            conflict,
+                            paused: t0.elapsed(),
+                        });
+                    }
+                }
+            }
+        }
+        self.inevitable = true;
+        self.took_token = true;
+        self.emit(EventKind::InevitableBegin);
+    }
+
+    fn give_back_token(&mut self) {
+        // Release: hands our orec releases (done before this) to the next taker.
+        self.rt.inevitable.store(0, Ordering::Release);
+        self.inevitable = false;
+        self.rt.inevitable_done.notify();
+        self.emit(EventKind::InevitableEnd);
+    }
+
+    fn become_inevitable(&mut self, loc: SourceLocation) -> TxResult<()> {
+        if let Some(a) = self.doomed {
+            return Err(a);
+        }
+        if self.inevitable {
+            self.user_inevitable = true;
+            return Ok(());
+        }
+        self.take_token(Some(loc));
+        // Pin every read at the version it was read at.
+        let mut ok = true;
+        'reads: for i in 0..self.reads.len() {
+            let r = self.reads[i];
+            let mut spin = Spin::new();
+            loop {
+                let o = r.orec.load(Ordering::Acquire);
+                if o & LOCKED != 0 {
+                    spin.spin();
+                    continue;
+                }
+                if o & !FLAGS != r.version {
+                    ok = false;
+                    break 'reads;
+                }
+                if o & PINNED != 0 {
+                    continue 'reads;
+                }
+                if r.orec
+                    .compare_exchange(o, o | PINNED, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.held.push(Held {
+                        orec: r.orec,
+                        prev: o,
+                        locked: false,
+                    });
+                    continue 'reads;
+                }
+            }
+        }
+        if !ok {
+            self.release_held(None);
+            self.give_back_token();
+            self.wants_inevitable = true;
+            return Err(self.fail(ConflictKind::WriteRead, loc, None, None));
+        }
+        for i in 0..self.writes.len() {
+            let orec = self.writes[i].orec;
+            self.lock_inevitable(orec);
+        }
+        self.user_inevitable = true;
+        Ok(())
+    }
+
+    /// Releases the inevitable transaction's orecs: locked ones get `new_version` (commit) or
+    /// their previous value (rollback); pinned ones lose the pin. Returns whether a released
+    /// orec had waiters.
+    fn release_held(&mut self, new_version: Option<u64>) -> bool {
+        let mut waiters = false;
+        for h in self.held.drain(..) {
+            if h.locked {
+                waiters |= h.prev & WAITERS != 0;
+                let v = match new_version {
+                    Some(wv) => wv << SHIFT,
+                    None => h.prev,
+                };
+                // Release: publishes the written-back words with the new version.
+                h.orec.store(v, Ordering::Release);
+            } else {
+                // Release: pairs with readers' Acquire; keeps a concurrent WAITERS bit.
+                h.orec.fetch_and(!PINNED, Ordering::Release);
+            }
+        }
+        waiters
+    }
+
+    // ----- commit -----
+
+    /// Commits; on failure everything is already released.
+    fn commit(&mut self) -> TxResult<()> {
+        if let Some(a) = self.doomed {
+            return Err(a);
+        }
+        if self.inevitable {
+            self.commit_inevitable();
+            return Ok(());
+        }
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        'again: loop {
+            // Lock the write set.
+            for i in 0..self.writes.len() {
+                let orec = self.writes[i].orec;
+                let mut spin = Spin::new();
+                loop {
+                    let o = orec.load(Ordering::Acquire);
+                    if o & LOCKED != 0 {
+                        if o & PINNED == 0 && owner_of(o) == self.id {
+                            break; // another word of ours shares this orec
+                        }
+                        if o & PINNED != 0 {
+                            self.unlock_writes();
+                            let (loc, oi) = (self.writes[i].loc, self.writes[i].orec_index);
+                            self.pause_on(orec, o, loc, oi);
+                            continue 'again;
+                        }
+                        if spin.steps() < LOCK_SPINS {
+                            spin.spin();
+                            continue;
+                        }
+                        self.unlock_writes();
+                        let (loc, oi) = (self.writes[i].loc, self.writes[i].orec_index);
+                        return Err(self.fail(
+                            ConflictKind::WriteWrite,
+                            loc,
+                            Some(oi),
+                            Some(owner_of(o)),
+                        ));
+                    }
+                    if o & PINNED != 0 {
+                        self.unlock_writes();
+                        let (loc, oi) = (self.writes[i].loc, self.writes[i].orec_index);
+                        self.pause_on(orec, o, loc, oi);
+                        continue 'again;
+                    }
+                    let new = locked_word(self.id, i, o & WAITERS);
+                    // AcqRel: Acquire pairs with the previous release of this orec; the lock is
+                    // sequenced before our clock fetch_add, whose Release publishes it.
+                    if orec
+                        .compare_exchange(o, new, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        let w = &mut self.writes[i];
+                        w.prev = o;
+                        w.owned = true;
+                        break;
+                    }
+                }
+            }
+            break;
+        }
+        // AcqRel: Release publishes our locks to readers that Acquire-load the clock (see the
+        // module doc); Acquire orders our validation loads after it.
+        let wv = self.rt.clock.fetch_add(1, Ordering::AcqRel) + 1;
+        if wv != self.rv + 1
+            && let Err(a) = self.validate(self.writes[0].loc)
+        {
+            self.unlock_writes();
+            return Err(a);
+        }
+        self.write_back();
+        let logging = self.sink.is_some();
+        let mut waiters = false;
+        for w in self.writes.iter_mut() {
+            if w.owned {
+                if logging {
+                    let side = self.rt.side();
+                    side.loc[w.orec_index].store(
+                        w.loc as *const _ as *mut _,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    side.thread[w.orec_index].store(self.id, std::sync::atomic::Ordering::Relaxed);
+                }
+                waiters |= w.prev & WAITERS != 0;
+                // Release: publishes the written-back words together with the new version.
+                w.orec.store(wv << SHIFT, Ordering::Release);
+                w.owned = false;
+            }
+        }
+        if waiters {
+            self.rt.commits.notify();
+        }
+        Ok(())
+    }
+
+    /// Stores the redo log into the words (their orecs are locked by us) and retires replaced
+    /// boxed values.
+    fn write_back(&mut self) {
+        for w in self.writes.iter_mut() {
+            // SAFETY: `w.word` is valid until the attempt ends (see `WriteEntry::word`).
+            let word = unsafe { &*w.word };
+            #[cfg(not(loom))]
+            if w.drop_box.is_some() {
+                // Relaxed: we hold the orec lock, so the last write of this word was by a commit
+                // whose release we acquired when locking.
+                let old = word.load(Ordering::Relaxed);
+                let d = w.drop_box.take();
+                if let (Some(d), Some(g)) = (d, self.guard.as_ref()) {
+                    // SAFETY: `old` was published by a commit (or `TBox::new`) and is now
+                    // unreachable for transactions that start later; those that may still see it
+                    // are pinned, and the epoch frees it only after they unpin. `d` matches its
+                    // type (it is the same `TBox<T>`'s word).
+                    unsafe { g.defer_unchecked(move || d(old)) };
+                }
+            }
+            // Release: pairs with readers' Acquire word load (see the module doc).
+            word.store(w.value, Ordering::Release);
+        }
+    }
+
+    fn commit_inevitable(&mut self) {
+        let wrote = self.held.iter().any(|h| h.locked);
+        let wv = if wrote {
+            self.write_back();
+            Some(self.rt.clock.fetch_add(1, Ordering::AcqRel) + 1)
+        } else {
+            None
+        };
+        if self.sink.is_some() {
+            let side = self.rt.side();
+            for w in &self.writes {
+                side.loc[w.orec_index].store(
+                    w.loc as *const _ as *mut _,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                side.thread[w.orec_index].store(self.id, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let waiters = self.release_held(wv);
+        self.writes.clear();
+        self.give_back_token();
+        if waiters {
+            self.rt.commits.notify();
+        }
+    }
+
+    /// Releases the locks of a failed commit, restoring the orecs' previous values.
+    fn unlock_writes(&mut self) {
+        for w in self.writes.iter_mut() {
+            if w.owned {
+                // Release: nothing was written; pairs with the next locker's Acquire.
+                w.orec.store(w.prev, Ordering::Release);
+                w.owned = false;
+            }
+        }
+    }
+
+    /// Undoes an attempt that will not commit: releases locks, pins and the token; frees pending
+    /// boxed values.
+    fn rollback(&mut self) {
+        self.unlock_writes();
+        if self.inevitable {
+            self.release_held(None);
+            self.give_back_token();
+        }
+        self.free_pending();
+    }
+
+    fn free_pending(&mut self) {
+        for w in self.writes.drain(..) {
+            if let Some(d) = w.drop_box {
+                // SAFETY: an allocation of this attempt, never published.
+                unsafe { d(w.value) };
+            }
+        }
+    }
+
+    fn free_garbage(&mut self) {
+        for (v, d) in self.garbage.drain(..) {
+            // SAFETY: superseded or discarded allocations of this attempt, never published; the
+            // body has returned, so no `read_box` reference to them is alive.
+            unsafe { d(v) };
+        }
+    }
+
+    /// Blocks until one of the words read by this (rolled-back) attempt changes.
+    fn wait_for_change(&mut self) {
+        assert!(
+            !self.reads.is_empty(),
+            "stm: retry() in a transaction that read nothing would wait forever"
+        );
+        let ev = &self.rt.commits;
+        let g = ev.prepare();
+        let mut changed = false;
+        for r in &self.reads {
+            // SeqCst RMW: either it precedes a committer's lock CAS (which then sees WAITERS and
+            // notifies), or it follows it and returns the lock or the new version.
+            let o = r.orec.fetch_or(WAITERS, Ordering::SeqCst);
+            if o & LOCKED != 0 || o & !FLAGS != r.version {
+                changed = true;
+                break;
+            }
+        }
+        if changed {
+            ev.cancel();
+        } else {
+            ev.wait(g);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn body_stack_write() -> ! {
+    panic!(
+        "stm: a transaction wrote a TVar that lives on its own body's stack; it would be gone \
+         before the commit. Create shared TVars outside the transaction."
+    )
+}
+
+#[inline(always)]
+fn filter_bit(addr: usize) -> u64 {
+    1u64 << ((addr >> 3) & 63)
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // Normally empty by now; a defensive net for an unexpected unwind inside the runtime.
+        self.unlock_writes();
+        if !self.held.is_empty() {
+            self.release_held(None);
+        }
+        if self.inevitable {
+            self.give_back_token();
+        }
+        self.free_pending();
+        self.free_garbage();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running transactions
+// ---------------------------------------------------------------------------------------------
+
+/// Clears the thread's "in a transaction" flag on every exit, unwinding included.
+struct Active<'a>(&'a ThreadCtx);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.current.set(core::ptr::null_mut());
+        self.0.active.set(false);
+    }
+}
+
+#[cold]
+fn nested() -> ! {
+    panic!(
+        "stm: atomically/inevitably called inside a transaction; nested transactions are not \
+         supported: pass the outer `&mut Tx` down instead"
+    )
+}
+
+fn backoff(aborts: u32) {
+    let mut spin = Spin::new();
+    for _ in 0..aborts.min(12) {
+        spin.spin();
+    }
+}
+
+enum Mode {
+    Normal,
+    /// `inevitably`: inevitable from the start, by the user's request.
+    Inevitable,
+}
+
+/// The loop shared by every entry point. Returns the body's value or the user's error.
+#[inline]
+fn execute<R, E>(
+    body: &mut dyn FnMut(&mut Tx) -> Result<R, TxError<E>>,
+    mode: Mode,
+) -> Result<R, E> {
+    CTX.with(|ctx| {
+        if ctx.active.get() {
+            nested();
+        }
+        ctx.active.set(true);
+        let active = Active(ctx);
+        let rt = runtime();
+        let marker = 0u8;
+        let frame =
+            (core::ptr::addr_of!(marker) as usize).min(body as *const _ as *const u8 as usize);
+        let mut force_inevitable = matches!(mode, Mode::Inevitable);
+        loop {
+            let mut tx = Tx {
+                s: UnsafeCell::new(State::new(rt, ctx, frame)),
+                _not_send: PhantomData,
+            };
+            let from_start = force_inevitable || ctx.aborts.get() >= rt.abort_limit;
+            {
+                let s = tx.st();
+                s.emit(EventKind::Start {
+                    inevitable: from_start,
+                });
+                if from_start {
+                    s.take_token(None);
+                    s.user_inevitable = matches!(mode, Mode::Inevitable);
+                }
+                ctx.current.set(s as *mut State);
+            }
+            let r = catch_unwind(AssertUnwindSafe(|| body(&mut tx)));
+            let s = tx.st();
+            let r = match r {
+                Ok(r) => r,
+                Err(payload) => {
+                    s.rollback();
+                    s.free_garbage();
+                    ctx.counters.bump(stats::PANICS);
+                    s.emit_abort(AbortCause::Panic);
+                    ctx.aborts.set(0);
+                    drop(tx);
+                    drop(active);
+                    resume_unwind(payload);
+                }
+            };
+            match r {
+                Ok(v) => match s.commit() {
+                    Ok(()) => {
+                        let inev = s.took_token;
+                        ctx.counters.bump(stats::COMMITS);
+                        if s.writes.is_empty() && !inev {
+                            ctx.counters.bump(stats::READ_ONLY_COMMITS);
+                        }
+                        if inev {
+                            ctx.counters.bump(stats::INEVITABLE_RUNS);
+                        }
+                        if s.sink.is_some() {
+                            let duration = s.start.map(|t| t.elapsed()).unwrap_or_default();
+                            s.emit(EventKind::Commit {
+                                read_only: s.writes.is_empty(),
+                                duration,
+                            });
+                        }
+                        s.writes.clear();
+                        s.free_garbage();
+                        ctx.aborts.set(0);
+                        let after = core::mem::take(&mut s.after);
+                        drop(tx);
+                        drop(active);
+                        for f in after {
+                            f();
+                        }
+                        return Ok(v);
+                    }
+                    Err(a) => {
+                        s.rollback();
+                        s.count_abort(ctx, a);
+                    }
+                },
+                Err(TxError::User(e)) => {
+                    s.rollback();
+                    ctx.counters.bump(stats::CANCELS);
+                    s.emit_abort(AbortCause::Cancel);
+                    ctx.aborts.set(0);
+                    return Err(e);
+                }
+                Err(TxError::Abort(a)) => {
+                    // A body may return an `Abort` it did not get from this attempt; trust the
+                    // attempt's own verdict first.
+                    let a = s.doomed.unwrap_or(a);
+                    if a.cause == AbortCause::Retry {
+                        assert!(
+                            !s.user_inevitable,
+                            "stm: retry() in an inevitable transaction: it cannot be rolled back"
+                        );
+                        s.rollback();
+                        ctx.counters.bump(stats::RETRIES);
+                        s.emit_abort(AbortCause::Retry);
+                        ctx.aborts.set(0);
+                        force_inevitable = false;
+                        s.wait_for_change();
+                        continue;
+                    }
+                    s.rollback();
+                    s.count_abort(ctx, a);
+                }
+            }
+            // A failed become_inevitable asks for an inevitable rerun.
+            force_inevitable = matches!(mode, Mode::Inevitable) || s.wants_inevitable;
+            ctx.current.set(core::ptr::null_mut());
+            drop(tx);
+            backoff(ctx.aborts.get());
+        }
+    })
+}
+
+impl State {
+    fn emit_abort(&self, cause: AbortCause) {
+        if self.sink.is_some() {
+            let lost = self.start.map(|t| t.elapsed()).unwrap_or_default();
+            let conflict = if matches!(cause, AbortCause::Conflict(_)) {
+                self.conflict
+            } else {
+                None
+            };
+            self.emit(EventKind::Abort {
+                cause,
+                conflict,
+                lost,
+            });
+        }
+    }
+
+    fn count_abort(&self, ctx: &ThreadCtx, a: Abort) {
+        let i = match a.cause {
+            AbortCause::Conflict(ConflictKind::WriteWrite) => stats::ABORT_WW,
+            AbortCause::Conflict(ConflictKind::Inevitable) => stats::ABORT_INEV,
+            _ => stats::ABORT_WR,
+        };
+        ctx.counters.bump(i);
+        ctx.aborts.set(ctx.aborts.get().saturating_add(1));
+        self.emit_abort(a.cause);
+    }
+}
+
+/// Runs `f` as a transaction until it commits, and returns its value.
+///
+/// `f` may run several times (each failed attempt is rolled back, invisibly); after too many
+/// conflicts in a row (16 by default, see [`Config`](crate::Config)) the next attempt runs as
+/// the inevitable transaction, so every transaction commits eventually.
+///
+/// # Panics
+///
+/// A panic in `f` rolls the attempt back (no write of it is ever seen, its after-commit actions
+/// are dropped, every lock it held is released) and then propagates to the caller. Calling
+/// `atomically` (or `inevitably`) inside a transaction panics: pass the `&mut Tx` down instead.
+///
+/// ```
+/// use stm_core::{TVar, atomically};
+/// let a = TVar::new(100i64);
+/// let b = TVar::new(0i64);
+/// atomically(|tx| {
+///     let x = tx.read(&a)?;
+///     tx.write(&a, x - 10)?;
+///     tx.modify(&b, |y| y + 10)?;
+///     Ok(())
+/// });
+/// assert_eq!(a.load() + b.load(), 100);
+/// ```
+#[inline]
+pub fn atomically<R>(mut f: impl FnMut(&mut Tx) -> TxResult<R>) -> R {
+    let mut body = |tx: &mut Tx| f(tx).map_err(TxError::<core::convert::Infallible>::Abort);
+    match execute(&mut body, Mode::Normal) {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// Like [`atomically`], but the body may give up with its own error: `Err(TxError::User(e))`
+/// rolls the attempt back (no write is kept, no after-commit action runs) and returns `Err(e)`.
+///
+/// ```
+/// use stm_core::{TVar, TxError, try_atomically};
+/// let balance = TVar::new(50u64);
+/// let r: Result<(), &str> = try_atomically(|tx| {
+///     let b = tx.read(&balance)?;
+///     tx.write(&balance, b.wrapping_sub(80))?;
+///     if b < 80 { return Err(TxError::User("insufficient funds")); }
+///     Ok(())
+/// });
+/// assert_eq!(r, Err("insufficient funds"));
+/// assert_eq!(balance.load(), 50);
+/// ```
+#[inline]
+pub fn try_atomically<R, E>(mut f: impl FnMut(&mut Tx) -> Result<R, TxError<E>>) -> Result<R, E> {
+    execute(&mut f, Mode::Normal)
+}
+
+/// Runs `f` exactly once, as the inevitable transaction: it never aborts, so it may do I/O.
+///
+/// Waits while another transaction is inevitable; other transactions keep running and committing
+/// unless they touch what `f` reads or writes. Inside `f` every operation returns `Ok`.
+///
+/// # Panics
+///
+/// If `f` calls [`Tx::retry`] (an inevitable transaction cannot wait for others), or panics.
+///
+/// ```
+/// use stm_core::{TVar, inevitably};
+/// let lines = TVar::new(0u32);
+/// let n = inevitably(|tx| {
+///     let n = tx.modify(&lines, |n| n + 1).unwrap();
+///     println!("line {n}");                      // I/O: this body runs once
+///     n
+/// });
+/// assert_eq!(n, 1);
+/// ```
+pub fn inevitably<R>(f: impl FnOnce(&mut Tx) -> R) -> R {
+    let mut f = Some(f);
+    let mut body = |tx: &mut Tx| match f.take() {
+        Some(f) => Ok(f(tx)),
+        // Unreachable: an inevitable attempt commits; kept total instead of panicking.
+        None => Err(TxError::<core::convert::Infallible>::Abort(
+            Abort::conflict(ConflictKind::Inevitable),
+        )),
+    };
+    match execute(&mut body, Mode::Inevitable) {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}

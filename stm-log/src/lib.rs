@@ -1,0 +1,1 @@
+//! stm-log: placeholder crate doc, replaced by the real crate.

@@ -1,0 +1,1 @@
+//! stm-loop: placeholder crate doc, replaced by the real crate.
