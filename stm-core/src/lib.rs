@@ -61,6 +61,9 @@ mod tvar;
 mod tx;
 mod word;
 
+/// Transactional collections: a hash map and set, FIFO queues and a sharded counter.
+pub mod collections;
+
 pub use error::{Abort, AbortCause, ConflictKind, TxError, TxResult};
 pub use hook::{
     Conflict, Event, EventKind, EventSink, SourceLocation, event_sink_installed, set_event_sink,

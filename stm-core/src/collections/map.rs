@@ -1,0 +1,450 @@
+//! [`TMap`]: a transactional hash map whose conflicts are per bucket.
+//!
+//! # Layout
+//!
+//! ```text
+//! TMap ─ Arc<Inner> ─┬─ table: TBox<Table> ── buckets: [TBox<Vec<(K, V)>>; 2^k]
+//!                    ├─ count: TCounter      (one shard per live thread)
+//!                    └─ hasher: S
+//! ```
+//!
+//! - `get`/`contains_key` read the table pointer and one bucket; `insert`/`remove` also write
+//!   that bucket (a new `Vec`, copy-on-write) and add ±1 to the calling thread's count shard.
+//!   Every operation reads the table pointer, but only growth writes it, so operations on keys
+//!   in different buckets touch disjoint written words and never conflict.
+//! - `len` sums the count shards: it conflicts with concurrent inserts and removes only.
+//! - **Growth** is a transaction of its own, never part of the user's: an `insert` that leaves
+//!   its bucket with [`GROW_CHAIN`] entries or more registers an after-commit action, which runs
+//!   `grow` once the user's transaction has committed. `grow` checks that the table is still the
+//!   one that was crowded and that the map holds more entries than buckets, then copies every
+//!   bucket into a table twice as large and installs it with one write of the table pointer.
+//!   Readers never wait: until that commit they read the old table, which the epoch keeps alive
+//!   while they can see it. Writers of any bucket invalidate the copy (it read every bucket),
+//!   so under heavy writing it can abort a few times; after the runtime's abort limit it runs
+//!   inevitable, and writers that commit during the copy pause until it ends (readers still
+//!   do not). Each growth doubles the table, so its cost is amortised over the inserts that
+//!   filled it; in-flight operations that read the old table pointer abort once when it commits.
+
+use super::counter::TCounter;
+use crate::{TBox, Tx, TxResult, atomically};
+use core::borrow::Borrow;
+use core::hash::{BuildHasher, Hash};
+use std::hash::RandomState;
+use std::sync::Arc;
+
+/// An insert that leaves its bucket with this many entries or more asks for growth.
+pub(crate) const GROW_CHAIN: usize = 4;
+/// Growth happens only when the map holds more than this many entries per bucket (so a single
+/// crowded bucket of colliding hashes does not double the table again and again).
+const MAX_LOAD: usize = 1;
+/// Buckets of [`TMap::new`].
+const DEFAULT_BUCKETS: usize = 16;
+
+type Bucket<K, V> = Vec<(K, V)>;
+
+struct Table<K: Send + Sync + 'static, V: Send + Sync + 'static> {
+    buckets: Box<[TBox<Bucket<K, V>>]>,
+}
+
+impl<K: Send + Sync + 'static, V: Send + Sync + 'static> Table<K, V> {
+    fn with_buckets(n: usize) -> Self {
+        Table {
+            buckets: (0..n).map(|_| TBox::new(Vec::new())).collect(),
+        }
+    }
+
+    fn from_buckets(buckets: Vec<Bucket<K, V>>) -> Self {
+        Table {
+            buckets: buckets.into_iter().map(TBox::new).collect(),
+        }
+    }
+
+    #[inline]
+    fn bucket(&self, hash: u64) -> &TBox<Bucket<K, V>> {
+        // The bucket count is a power of two.
+        &self.buckets[hash as usize & (self.buckets.len() - 1)]
+    }
+}
+
+struct Inner<K: Send + Sync + 'static, V: Send + Sync + 'static, S> {
+    table: TBox<Table<K, V>>,
+    count: TCounter,
+    hasher: S,
+}
+
+/// A transactional hash map. Operations on keys in different buckets never conflict.
+///
+/// All operations run inside a transaction and take it as `&Tx`; the map's state is whatever
+/// the transaction sees, its own writes included, and changes become visible to others when it
+/// commits.
+///
+/// **Conflicts.** Each bucket is a separate transactional word, so two transactions conflict
+/// only if they touch the same bucket and at least one writes it: the same key, or two keys
+/// whose hashes collide in the bucket index (with `n` buckets, a given pair of distinct keys
+/// shares a bucket with probability about `1/n`; the table grows to keep `n` at least the
+/// number of entries). The element count is kept per thread (a [`TCounter`]), so inserts and
+/// removes from different threads do not conflict through it; [`len`](TMap::len) and
+/// [`iter`](TMap::iter) read all shards or all buckets and so conflict with concurrent writers.
+///
+/// **Growth** never stops readers: it copies the table in a transaction of its own, after the
+/// insert that found its bucket crowded has committed (see the `collections::map` source for
+/// the details and costs), and publishes the copy with one pointer write.
+///
+/// ```
+/// use stm_core::atomically;
+/// use stm_core::collections::TMap;
+/// use std::sync::Arc;
+///
+/// let map: Arc<TMap<u64, u64>> = Arc::new(TMap::new());
+/// let threads: Vec<_> = (0..2u64)
+///     .map(|t| {
+///         let map = map.clone();
+///         std::thread::spawn(move || {
+///             for i in 0..500 {
+///                 atomically(|tx| map.insert(tx, t * 1000 + i, i).map(drop));
+///             }
+///         })
+///     })
+///     .collect();
+/// for t in threads {
+///     t.join().unwrap();
+/// }
+/// atomically(|tx| {
+///     assert_eq!(map.len(tx)?, 1000);
+///     assert_eq!(map.get(tx, &1007)?, Some(&7));
+///     assert_eq!(map.remove(tx, &1007)?, Some(7));
+///     assert!(!map.contains_key(tx, &1007)?);
+///     Ok(())
+/// });
+/// ```
+pub struct TMap<K: Send + Sync + 'static, V: Send + Sync + 'static, S = RandomState> {
+    inner: Arc<Inner<K, V, S>>,
+}
+
+impl<K, V> TMap<K, V, RandomState>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// An empty map with 16 buckets; it grows as entries are added.
+    ///
+    /// ```
+    /// let m: stm_core::collections::TMap<String, u32> = stm_core::collections::TMap::new();
+    /// assert_eq!(stm_core::atomically(|tx| m.len(tx)), 0);
+    /// ```
+    pub fn new() -> Self {
+        Self::with_buckets(DEFAULT_BUCKETS)
+    }
+
+    /// An empty map with `n` buckets (rounded up to a power of two, at least 1). Size it for the
+    /// expected number of entries to avoid growth (and its conflicts) while it fills.
+    ///
+    /// ```
+    /// let m: stm_core::collections::TMap<u32, u32> =
+    ///     stm_core::collections::TMap::with_buckets(1000);
+    /// assert_eq!(m.buckets(), 1024);
+    /// ```
+    pub fn with_buckets(n: usize) -> Self {
+        Self::with_buckets_and_hasher(n, RandomState::new())
+    }
+}
+
+impl<K, V> Default for TMap<K, V, RandomState>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, V, S> TMap<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// An empty map with `n` buckets (rounded up to a power of two, at least 1) that hashes keys
+    /// with `hasher`.
+    ///
+    /// ```
+    /// use std::hash::RandomState;
+    /// let m: stm_core::collections::TMap<u32, u32> =
+    ///     stm_core::collections::TMap::with_buckets_and_hasher(8, RandomState::new());
+    /// assert_eq!(m.buckets(), 8);
+    /// ```
+    pub fn with_buckets_and_hasher(n: usize, hasher: S) -> Self {
+        TMap {
+            inner: Arc::new(Inner {
+                table: TBox::new(Table::with_buckets(n.max(1).next_power_of_two())),
+                count: TCounter::new(),
+                hasher,
+            }),
+        }
+    }
+
+    /// The number of buckets of the committed table (outside a transaction; it only grows).
+    ///
+    /// ```
+    /// let m: stm_core::collections::TMap<u32, u32> = stm_core::collections::TMap::new();
+    /// assert_eq!(m.buckets(), 16);
+    /// ```
+    pub fn buckets(&self) -> usize {
+        self.inner.table.with(|t| t.buckets.len())
+    }
+
+    #[inline]
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.inner.hasher.hash_one(key)
+    }
+
+    #[track_caller]
+    #[inline]
+    fn bucket_of<'a, Q: Hash + ?Sized>(
+        &'a self,
+        tx: &'a Tx,
+        key: &Q,
+    ) -> TxResult<&'a TBox<Bucket<K, V>>> {
+        let table = tx.read_box(&self.inner.table)?;
+        Ok(table.bucket(self.hash(key)))
+    }
+
+    /// The value for `key`, borrowed for the rest of the transaction. Reads one bucket.
+    ///
+    /// ```
+    /// use stm_core::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// atomically(|tx| m.insert(tx, "a".to_string(), 1).map(drop));
+    /// assert_eq!(atomically(|tx| Ok(m.get(tx, "a")?.copied())), Some(1));
+    /// ```
+    #[track_caller]
+    pub fn get<'a, Q>(&'a self, tx: &'a Tx, key: &Q) -> TxResult<Option<&'a V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let bucket = tx.read_box(self.bucket_of(tx, key)?)?;
+        Ok(bucket
+            .iter()
+            .find(|(k, _)| k.borrow() == key)
+            .map(|(_, v)| v))
+    }
+
+    /// Whether `key` is present. Reads one bucket.
+    ///
+    /// ```
+    /// use stm_core::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// atomically(|tx| m.insert(tx, 3u8, ()).map(drop));
+    /// assert!(atomically(|tx| m.contains_key(tx, &3)));
+    /// ```
+    #[track_caller]
+    pub fn contains_key<Q>(&self, tx: &Tx, key: &Q) -> TxResult<bool>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        Ok(self.get(tx, key)?.is_some())
+    }
+
+    /// Inserts `key -> value`, returning the previous value. Writes one bucket and, for a new
+    /// key, the calling thread's count shard.
+    ///
+    /// ```
+    /// use stm_core::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// assert_eq!(atomically(|tx| m.insert(tx, 1u32, "one")), None);
+    /// assert_eq!(atomically(|tx| m.insert(tx, 1u32, "uno")), Some("one"));
+    /// ```
+    #[track_caller]
+    pub fn insert(&self, tx: &Tx, key: K, value: V) -> TxResult<Option<V>> {
+        let table = tx.read_box(&self.inner.table)?;
+        let cell = table.bucket(self.hash(&key));
+        let cur = tx.read_box(cell)?;
+        if let Some(i) = cur.iter().position(|(k, _)| *k == key) {
+            let mut next = cur.clone();
+            let old = core::mem::replace(&mut next[i].1, value);
+            tx.write_box(cell, next)?;
+            return Ok(Some(old));
+        }
+        let mut next = Vec::with_capacity(cur.len() + 1);
+        next.extend(cur.iter().cloned());
+        next.push((key, value));
+        let crowded = next.len() >= GROW_CHAIN;
+        tx.write_box(cell, next)?;
+        self.inner.count.add(tx, 1)?;
+        if crowded {
+            let inner = self.inner.clone();
+            let seen = table.buckets.len();
+            tx.after_commit(move || grow(&inner, seen));
+        }
+        Ok(None)
+    }
+
+    /// Removes `key`, returning its value. Writes one bucket and the calling thread's count
+    /// shard when the key was present; reads only when it was not.
+    ///
+    /// ```
+    /// use stm_core::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// atomically(|tx| m.insert(tx, 1u32, 10u32).map(drop));
+    /// assert_eq!(atomically(|tx| m.remove(tx, &1)), Some(10));
+    /// assert_eq!(atomically(|tx| m.remove(tx, &1)), None);
+    /// ```
+    #[track_caller]
+    pub fn remove<Q>(&self, tx: &Tx, key: &Q) -> TxResult<Option<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let cell = self.bucket_of(tx, key)?;
+        let cur = tx.read_box(cell)?;
+        let Some(i) = cur.iter().position(|(k, _)| k.borrow() == key) else {
+            return Ok(None);
+        };
+        let mut next = Vec::with_capacity(cur.len() - 1);
+        next.extend(cur[..i].iter().cloned());
+        next.extend(cur[i + 1..].iter().cloned());
+        let old = cur[i].1.clone();
+        tx.write_box(cell, next)?;
+        self.inner.count.add(tx, -1)?;
+        Ok(Some(old))
+    }
+
+    /// The number of entries. Reads every count shard: conflicts with concurrent inserts and
+    /// removes (of new or present keys), not with lookups or with value updates.
+    ///
+    /// ```
+    /// use stm_core::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// atomically(|tx| { m.insert(tx, 1, 1)?; m.insert(tx, 2, 2)?; Ok(()) });
+    /// assert_eq!(atomically(|tx| m.len(tx)), 2);
+    /// ```
+    #[track_caller]
+    pub fn len(&self, tx: &Tx) -> TxResult<usize> {
+        Ok(self.inner.count.get(tx)?.max(0) as usize)
+    }
+
+    /// Whether the map is empty (reads every count shard, like [`len`](Self::len)).
+    ///
+    /// ```
+    /// let m: stm_core::collections::TMap<u8, u8> = stm_core::collections::TMap::new();
+    /// assert!(stm_core::atomically(|tx| m.is_empty(tx)));
+    /// ```
+    #[track_caller]
+    pub fn is_empty(&self, tx: &Tx) -> TxResult<bool> {
+        Ok(self.len(tx)? == 0)
+    }
+
+    /// Every entry, in no particular order, borrowed for the rest of the transaction. Reads
+    /// every bucket up front (so the iterator itself cannot fail), and so conflicts with every
+    /// concurrent writer: iterate in transactions that can afford it.
+    ///
+    /// ```
+    /// use stm_core::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// atomically(|tx| { m.insert(tx, 1, 10)?; m.insert(tx, 2, 20)?; Ok(()) });
+    /// let sum: i32 = atomically(|tx| Ok(m.iter(tx)?.map(|(_, v)| v).sum()));
+    /// assert_eq!(sum, 30);
+    /// ```
+    #[track_caller]
+    pub fn iter<'a>(&'a self, tx: &'a Tx) -> TxResult<Iter<'a, K, V>> {
+        let table = tx.read_box(&self.inner.table)?;
+        let mut buckets = Vec::new();
+        for cell in table.buckets.iter() {
+            let b = tx.read_box(cell)?;
+            if !b.is_empty() {
+                buckets.push(b.as_slice());
+            }
+        }
+        Ok(Iter {
+            buckets: buckets.into_iter(),
+            current: [].iter(),
+        })
+    }
+
+    /// Removes every entry. Writes every non-empty bucket and the calling thread's count shard
+    /// (after reading all shards).
+    ///
+    /// ```
+    /// use stm_core::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// atomically(|tx| m.insert(tx, 1, 1).map(drop));
+    /// atomically(|tx| m.clear(tx));
+    /// assert!(atomically(|tx| m.is_empty(tx)));
+    /// ```
+    #[track_caller]
+    pub fn clear(&self, tx: &Tx) -> TxResult<()> {
+        let table = tx.read_box(&self.inner.table)?;
+        let mut removed = 0i64;
+        for cell in table.buckets.iter() {
+            let n = tx.read_box(cell)?.len();
+            if n > 0 {
+                removed += n as i64;
+                tx.write_box(cell, Vec::new())?;
+            }
+        }
+        if removed > 0 {
+            self.inner.count.add(tx, -removed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Doubles the table if it still has `seen` buckets and holds more than `MAX_LOAD` entries per
+/// bucket. A transaction of its own, run from an after-commit action (never nested).
+fn grow<K, V, S>(inner: &Inner<K, V, S>, seen: usize)
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    atomically(|tx| {
+        let table = tx.read_box(&inner.table)?;
+        let n = table.buckets.len();
+        if n != seen {
+            return Ok(()); // someone else grew it already
+        }
+        let len = inner.count.get(tx)?.max(0) as usize;
+        if len <= n * MAX_LOAD {
+            return Ok(()); // a crowded bucket, not a crowded table
+        }
+        let m = (n * 2).max((len / MAX_LOAD).next_power_of_two());
+        let mut buckets: Vec<Bucket<K, V>> = (0..m).map(|_| Vec::new()).collect();
+        for cell in table.buckets.iter() {
+            for (k, v) in tx.read_box(cell)? {
+                let h = inner.hasher.hash_one(k) as usize & (m - 1);
+                buckets[h].push((k.clone(), v.clone()));
+            }
+        }
+        tx.write_box(&inner.table, Table::from_buckets(buckets))
+    });
+}
+
+/// The entries of a [`TMap`], from [`TMap::iter`].
+///
+/// ```
+/// use stm_core::{atomically, collections::TMap};
+/// let m = TMap::new();
+/// atomically(|tx| m.insert(tx, 'x', 1).map(drop));
+/// let all: Vec<(char, i32)> = atomically(|tx| Ok(m.iter(tx)?.map(|(k, v)| (*k, *v)).collect()));
+/// assert_eq!(all, [('x', 1)]);
+/// ```
+pub struct Iter<'a, K, V> {
+    buckets: std::vec::IntoIter<&'a [(K, V)]>,
+    current: core::slice::Iter<'a, (K, V)>,
+}
+
+impl<'a, K, V> Iterator for Iter<'a, K, V> {
+    type Item = (&'a K, &'a V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((k, v)) = self.current.next() {
+                return Some((k, v));
+            }
+            self.current = self.buckets.next()?.iter();
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Every operation takes the running transaction (`&Tx`) and composes with any other
+//! transactional code: move an element from a queue into a map and bump a counter, all in one
+//! atomic step. Each structure is laid out so that operations which do not logically depend on
+//! each other touch disjoint words, and therefore never conflict:
+//!
+//! | structure | conflict-free | conflicts (documented on the type) |
+//! | --- | --- | --- |
+//! | [`TMap`], [`TSet`] | operations on keys in different buckets; `insert`/`remove` counts | same bucket (same key, or a rare hash collision); `len`/`iter` with writers; growth |
+//! | [`TQueue`] | `push` with `pop` while not empty | producers with producers, consumers with consumers |
+//! | [`TBoundedQueue`] | `push` with `pop` while neither empty nor full | as `TQueue`; `len` with both ends |
+//! | [`TCounter`] | `add` with `add` (distinct shards per live thread) | `get` with `add` |
+//!
+//! ```
+//! use stm_core::atomically;
+//! use stm_core::collections::{TCounter, TMap, TQueue};
+//!
+//! let jobs: TQueue<u32> = TQueue::new();
+//! let done: TMap<u32, String> = TMap::new();
+//! let finished = TCounter::new();
+//! atomically(|tx| jobs.push(tx, 7));
+//! atomically(|tx| {
+//!     let job = jobs.pop(tx)?;                // blocks (retry) while the queue is empty
+//!     done.insert(tx, job, format!("job {job}"))?;
+//!     finished.add(tx, 1)
+//! });
+//! assert_eq!(atomically(|tx| Ok(done.get(tx, &7)?.cloned())), Some("job 7".to_string()));
+//! assert_eq!(finished.load(), 1);
+//! ```
+//!
+//! # Shards and threads
+//!
+//! [`TCounter`] (and the element count inside [`TMap`]) keep one word per shard, each on its own
+//! cache line (so also under its own versioned lock). A thread writes only the shard of its
+//! *slot*: a small index that each live thread holds for its whole life and hands back when it
+//! exits, the lowest free one first. With at least as many shards as live threads (the default
+//! is twice the available parallelism, at least 16), two threads never share a shard, so their
+//! `add`s never conflict.
+//!
+//! # Values and memory
+//!
+//! Buckets and queue cells are [`TBox`](crate::TBox)es: a write installs a new allocation and the
+//! replaced one is reclaimed through the epoch once no transaction can still see it. Reading
+//! gives references valid for the rest of the transaction; `pop` returns a clone of the element
+//! (so `T: Clone`; wrap large or non-`Clone` values in an `Arc`).
+
+#![cfg(not(loom))]
+
+mod counter;
+mod map;
+mod queue;
+mod set;
+
+pub use counter::TCounter;
+pub use map::{Iter, TMap};
+pub use queue::{TBoundedQueue, TQueue};
+pub use set::{SetIter, TSet};

@@ -1,0 +1,402 @@
+//! [`TQueue`] (unbounded, a linked list) and [`TBoundedQueue`] (a ring of cells).
+//!
+//! # Why the two ends do not conflict
+//!
+//! **`TQueue`** is a singly linked list with a sentinel node:
+//!
+//! ```text
+//! head ──> [sentinel] ──next──> [a] ──next──> [b] <── tail
+//! ```
+//!
+//! `push` reads `tail`, writes the last node's `next` and `tail`; `pop` reads `head` and the
+//! sentinel's `next`, and writes `head` (the first node becomes the new sentinel). The words a
+//! producer touches (`tail`, `last.next`) and those a consumer touches (`head`, `sentinel.next`)
+//! are disjoint unless the sentinel is the last node, which is exactly when the queue is empty:
+//! then the consumer, having read `sentinel.next == None`, either returns `None` (`try_pop`) or
+//! blocks (`pop` retries), and the producer's write of that `next` is what wakes it.
+//!
+//! **`TBoundedQueue`** is a ring of `capacity` cells with two counters: a producer reads `tail`
+//! and cell `tail % capacity`, and finds the queue full when that cell is still occupied; a
+//! consumer reads `head` and cell `head % capacity`, and finds it empty when that cell is
+//! vacant. The cells are occupied exactly from `head` to `tail`, so the two ends touch the same
+//! cell only when `tail == head` (empty) or `tail == head + capacity` (full). Neither end reads
+//! the other's counter, so `len` (which reads both) is the only operation that couples them.
+//!
+//! Producers conflict with each other (they all append at `tail`), as consumers do at `head`:
+//! a FIFO has one end each.
+
+use crate::{TBox, TVar, Tx, TxResult};
+use core::any::Any;
+use core::cell::RefCell;
+use crossbeam_utils::CachePadded;
+use std::sync::Arc;
+
+std::thread_local! {
+    /// An extra reference to every node pushed by this thread's transactions, until one of them
+    /// commits. A node pushed earlier in the same transaction is written (its `next`) by a later
+    /// push; if the transaction then aborts, the runtime frees its pending values, and a node
+    /// dropped there would drop a `TBox` that is still in the dying write set (the core's
+    /// `forget_pending` then meets a stale write-set index: see the `collections` tests'
+    /// `large_cancelled_transactions_leave_nothing_behind`). Holding the nodes here moves their
+    /// drop out of the runtime: to the after-commit action of this thread's next committing
+    /// push (or to thread exit). Nodes of an aborted attempt link to nothing published, so they
+    /// keep nothing else alive.
+    static NURSERY: RefCell<Vec<Arc<dyn Any + Send + Sync>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Drops the nursery's references (from an after-commit action: outside any transaction).
+fn release_nursery() {
+    let nodes = NURSERY.with(|n| core::mem::take(&mut *n.borrow_mut()));
+    drop(nodes); // outside the borrow: a node's drop never reaches the nursery, but be plain
+}
+
+struct Node<T: Send + Sync + 'static> {
+    /// Position in the queue: `tail.seq - head.seq` is the length.
+    seq: u64,
+    /// `None` only in the first sentinel; a popped node keeps its value until it is reclaimed.
+    value: Option<T>,
+    next: TBox<Option<Arc<Node<T>>>>,
+}
+
+impl<T: Send + Sync + 'static> Drop for Node<T> {
+    fn drop(&mut self) {
+        // Unlink iteratively: dropping a long list recursively would overflow the stack.
+        let mut next = self.next.get_mut().take();
+        while let Some(n) = next {
+            match Arc::try_unwrap(n) {
+                Ok(mut node) => next = node.next.get_mut().take(),
+                Err(_) => break, // still referenced elsewhere: its owner unlinks it later
+            }
+        }
+    }
+}
+
+/// An unbounded transactional FIFO queue; producers and consumers do not conflict with each
+/// other while it is not empty.
+///
+/// [`pop`](TQueue::pop) blocks while the queue is empty (it calls [`Tx::retry`], so the
+/// transaction sleeps until a `push` commits); [`try_pop`](TQueue::try_pop) returns `None`
+/// instead. Producers conflict with producers, and consumers with consumers (each end is one
+/// word); a producer and a consumer touch disjoint words unless the queue is empty (see the
+/// `collections::queue` source for the argument). Elements are returned by clone: queue
+/// `Arc`s for large or non-`Clone` values.
+///
+/// ```
+/// use stm_core::{atomically, collections::TQueue};
+/// use std::sync::Arc;
+///
+/// let q = Arc::new(TQueue::new());
+/// let consumer = {
+///     let q = q.clone();
+///     std::thread::spawn(move || (0..100).map(|_| atomically(|tx| q.pop(tx))).sum::<u64>())
+/// };
+/// for i in 0..100u64 {
+///     atomically(|tx| q.push(tx, i));
+/// }
+/// assert_eq!(consumer.join().unwrap(), 4950);
+/// assert_eq!(atomically(|tx| q.try_pop(tx)), None);
+/// ```
+pub struct TQueue<T: Send + Sync + 'static> {
+    head: CachePadded<TBox<Arc<Node<T>>>>,
+    tail: CachePadded<TBox<Arc<Node<T>>>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> TQueue<T> {
+    /// An empty queue.
+    ///
+    /// ```
+    /// let q: stm_core::collections::TQueue<u8> = stm_core::collections::TQueue::new();
+    /// assert!(stm_core::atomically(|tx| q.is_empty(tx)));
+    /// ```
+    pub fn new() -> Self {
+        let sentinel = Arc::new(Node {
+            seq: 0,
+            value: None,
+            next: TBox::new(None),
+        });
+        TQueue {
+            head: CachePadded::new(TBox::new(sentinel.clone())),
+            tail: CachePadded::new(TBox::new(sentinel)),
+        }
+    }
+
+    /// Appends `value` at the back. Touches only the back of the queue.
+    ///
+    /// ```
+    /// let q = stm_core::collections::TQueue::new();
+    /// stm_core::atomically(|tx| { q.push(tx, 1)?; q.push(tx, 2) });
+    /// assert_eq!(stm_core::atomically(|tx| q.pop(tx)), 1);
+    /// ```
+    #[track_caller]
+    pub fn push(&self, tx: &Tx, value: T) -> TxResult<()> {
+        let last = tx.read_box(&self.tail)?;
+        let node = Arc::new(Node {
+            seq: last.seq + 1,
+            value: Some(value),
+            next: TBox::new(None),
+        });
+        NURSERY.with(|n| {
+            n.borrow_mut()
+                .push(node.clone() as Arc<dyn Any + Send + Sync>)
+        });
+        tx.after_commit(release_nursery);
+        tx.write_box(&last.next, Some(node.clone()))?;
+        tx.write_box(&self.tail, node)
+    }
+
+    /// Removes and returns the front element, or `None` when the queue is empty. Touches only
+    /// the front of the queue (and, when it is empty, the word a `push` writes).
+    ///
+    /// ```
+    /// let q = stm_core::collections::TQueue::new();
+    /// assert_eq!(stm_core::atomically(|tx| q.try_pop(tx)), None);
+    /// stm_core::atomically(|tx| q.push(tx, 'a'));
+    /// assert_eq!(stm_core::atomically(|tx| q.try_pop(tx)), Some('a'));
+    /// ```
+    #[track_caller]
+    pub fn try_pop(&self, tx: &Tx) -> TxResult<Option<T>> {
+        let sentinel = tx.read_box(&self.head)?;
+        let Some(first) = tx.read_box(&sentinel.next)? else {
+            return Ok(None);
+        };
+        let value = first.value.clone();
+        tx.write_box(&self.head, first.clone())?;
+        Ok(value)
+    }
+
+    /// Removes and returns the front element, blocking while the queue is empty: the
+    /// transaction [`retry`](Tx::retry)s, sleeping until a `push` commits, then runs again.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let q = Arc::new(stm_core::collections::TQueue::new());
+    /// let q2 = q.clone();
+    /// let t = std::thread::spawn(move || stm_core::atomically(|tx| q2.pop(tx)));
+    /// stm_core::atomically(|tx| q.push(tx, 42));
+    /// assert_eq!(t.join().unwrap(), 42);
+    /// ```
+    #[track_caller]
+    pub fn pop(&self, tx: &Tx) -> TxResult<T> {
+        match self.try_pop(tx)? {
+            Some(v) => Ok(v),
+            None => tx.retry(),
+        }
+    }
+
+    /// A clone of the front element, without removing it.
+    ///
+    /// ```
+    /// let q = stm_core::collections::TQueue::new();
+    /// stm_core::atomically(|tx| q.push(tx, 5));
+    /// assert_eq!(stm_core::atomically(|tx| q.peek(tx)), Some(5));
+    /// assert_eq!(stm_core::atomically(|tx| q.len(tx)), 1);
+    /// ```
+    #[track_caller]
+    pub fn peek(&self, tx: &Tx) -> TxResult<Option<T>> {
+        let sentinel = tx.read_box(&self.head)?;
+        Ok(tx
+            .read_box(&sentinel.next)?
+            .as_ref()
+            .and_then(|n| n.value.clone()))
+    }
+
+    /// Whether the queue is empty. Reads only the front.
+    ///
+    /// ```
+    /// let q: stm_core::collections::TQueue<u8> = stm_core::collections::TQueue::new();
+    /// assert!(stm_core::atomically(|tx| q.is_empty(tx)));
+    /// ```
+    #[track_caller]
+    pub fn is_empty(&self, tx: &Tx) -> TxResult<bool> {
+        let sentinel = tx.read_box(&self.head)?;
+        Ok(tx.read_box(&sentinel.next)?.is_none())
+    }
+
+    /// The number of elements. Reads both ends, so it conflicts with producers and consumers.
+    ///
+    /// ```
+    /// let q = stm_core::collections::TQueue::new();
+    /// stm_core::atomically(|tx| { q.push(tx, 1)?; q.push(tx, 2) });
+    /// assert_eq!(stm_core::atomically(|tx| q.len(tx)), 2);
+    /// ```
+    #[track_caller]
+    pub fn len(&self, tx: &Tx) -> TxResult<usize> {
+        let front = tx.read_box(&self.head)?.seq;
+        let back = tx.read_box(&self.tail)?.seq;
+        Ok((back - front) as usize)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Default for TQueue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A transactional FIFO queue of fixed capacity; producers and consumers do not conflict with
+/// each other while it is neither empty nor full.
+///
+/// [`push`](TBoundedQueue::push) blocks (retries) while the queue is full and
+/// [`pop`](TBoundedQueue::pop) while it is empty; [`try_push`](TBoundedQueue::try_push) and
+/// [`try_pop`](TBoundedQueue::try_pop) return instead. The queue is a ring of cells with a
+/// `head` and a `tail` counter; neither end reads the other's counter, so the two ends touch the
+/// same word only when the queue is empty or full (see the `collections::queue` source).
+/// Elements are returned by clone.
+///
+/// ```
+/// use stm_core::{atomically, collections::TBoundedQueue};
+/// use std::sync::Arc;
+///
+/// let q = Arc::new(TBoundedQueue::with_capacity(4));
+/// let producer = {
+///     let q = q.clone();
+///     std::thread::spawn(move || {
+///         for i in 0..100u32 {
+///             atomically(|tx| q.push(tx, i)); // blocks while 4 are waiting
+///         }
+///     })
+/// };
+/// let got: Vec<u32> = (0..100).map(|_| atomically(|tx| q.pop(tx))).collect();
+/// producer.join().unwrap();
+/// assert_eq!(got, (0..100).collect::<Vec<_>>());
+/// ```
+pub struct TBoundedQueue<T: Send + Sync + 'static> {
+    cells: Box<[CachePadded<TBox<Option<T>>>]>,
+    head: CachePadded<TVar<u64>>,
+    tail: CachePadded<TVar<u64>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> TBoundedQueue<T> {
+    /// An empty queue that holds at most `capacity` elements.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is 0.
+    ///
+    /// ```
+    /// let q: stm_core::collections::TBoundedQueue<u8> =
+    ///     stm_core::collections::TBoundedQueue::with_capacity(8);
+    /// assert_eq!(q.capacity(), 8);
+    /// ```
+    pub fn with_capacity(capacity: usize) -> Self {
+        assert!(capacity > 0, "TBoundedQueue capacity must be at least 1");
+        TBoundedQueue {
+            cells: (0..capacity)
+                .map(|_| CachePadded::new(TBox::new(None)))
+                .collect(),
+            head: CachePadded::new(TVar::new(0)),
+            tail: CachePadded::new(TVar::new(0)),
+        }
+    }
+
+    /// The most elements the queue holds.
+    ///
+    /// ```
+    /// let q: stm_core::collections::TBoundedQueue<()> =
+    ///     stm_core::collections::TBoundedQueue::with_capacity(3);
+    /// assert_eq!(q.capacity(), 3);
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.cells.len()
+    }
+
+    #[inline]
+    fn cell(&self, index: u64) -> &TBox<Option<T>> {
+        &self.cells[(index % self.cells.len() as u64) as usize]
+    }
+
+    /// Appends `value` unless the queue is full, in which case it is handed back as `Err`.
+    ///
+    /// ```
+    /// let q = stm_core::collections::TBoundedQueue::with_capacity(1);
+    /// assert_eq!(stm_core::atomically(|tx| q.try_push(tx, 1)), Ok(()));
+    /// assert_eq!(stm_core::atomically(|tx| q.try_push(tx, 2)), Err(2));
+    /// ```
+    #[track_caller]
+    pub fn try_push(&self, tx: &Tx, value: T) -> TxResult<Result<(), T>> {
+        let t = tx.read(&self.tail)?;
+        let cell = self.cell(t);
+        if tx.read_box(cell)?.is_some() {
+            return Ok(Err(value)); // the cell still holds the element `capacity` ahead: full
+        }
+        tx.write_box(cell, Some(value))?;
+        tx.write(&self.tail, t + 1)?;
+        Ok(Ok(()))
+    }
+
+    /// Appends `value`, blocking (retrying) while the queue is full.
+    ///
+    /// ```
+    /// let q = stm_core::collections::TBoundedQueue::with_capacity(2);
+    /// stm_core::atomically(|tx| q.push(tx, "x"));
+    /// assert_eq!(stm_core::atomically(|tx| q.pop(tx)), "x");
+    /// ```
+    #[track_caller]
+    pub fn push(&self, tx: &Tx, value: T) -> TxResult<()> {
+        match self.try_push(tx, value)? {
+            Ok(()) => Ok(()),
+            Err(_) => tx.retry(),
+        }
+    }
+
+    /// Removes and returns the front element, or `None` when the queue is empty.
+    ///
+    /// ```
+    /// let q = stm_core::collections::TBoundedQueue::with_capacity(2);
+    /// assert_eq!(stm_core::atomically(|tx| q.try_pop(tx)), None::<u8>);
+    /// ```
+    #[track_caller]
+    pub fn try_pop(&self, tx: &Tx) -> TxResult<Option<T>> {
+        let h = tx.read(&self.head)?;
+        let cell = self.cell(h);
+        let Some(v) = tx.read_box(cell)? else {
+            return Ok(None); // the cell at the head is vacant: empty
+        };
+        let v = v.clone();
+        tx.write_box(cell, None)?;
+        tx.write(&self.head, h + 1)?;
+        Ok(Some(v))
+    }
+
+    /// Removes and returns the front element, blocking (retrying) while the queue is empty.
+    ///
+    /// ```
+    /// let q = stm_core::collections::TBoundedQueue::with_capacity(2);
+    /// stm_core::atomically(|tx| q.push(tx, 9));
+    /// assert_eq!(stm_core::atomically(|tx| q.pop(tx)), 9);
+    /// ```
+    #[track_caller]
+    pub fn pop(&self, tx: &Tx) -> TxResult<T> {
+        match self.try_pop(tx)? {
+            Some(v) => Ok(v),
+            None => tx.retry(),
+        }
+    }
+
+    /// The number of elements. Reads both counters, so it conflicts with both ends.
+    ///
+    /// ```
+    /// let q = stm_core::collections::TBoundedQueue::with_capacity(4);
+    /// stm_core::atomically(|tx| { q.push(tx, 1)?; q.push(tx, 2) });
+    /// assert_eq!(stm_core::atomically(|tx| q.len(tx)), 2);
+    /// ```
+    #[track_caller]
+    pub fn len(&self, tx: &Tx) -> TxResult<usize> {
+        let h = tx.read(&self.head)?;
+        let t = tx.read(&self.tail)?;
+        Ok((t - h) as usize)
+    }
+
+    /// Whether the queue is empty. Reads only the front.
+    ///
+    /// ```
+    /// let q: stm_core::collections::TBoundedQueue<u8> =
+    ///     stm_core::collections::TBoundedQueue::with_capacity(1);
+    /// assert!(stm_core::atomically(|tx| q.is_empty(tx)));
+    /// ```
+    #[track_caller]
+    pub fn is_empty(&self, tx: &Tx) -> TxResult<bool> {
+        let h = tx.read(&self.head)?;
+        Ok(tx.read_box(self.cell(h))?.is_none())
+    }
+}
