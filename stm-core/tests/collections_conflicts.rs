@@ -1,0 +1,262 @@
+//! Which operations of the collections conflict, shown by forcing an interleaving: transaction A
+//! does its operations and then, on its first attempt only, waits (inside the transaction,
+//! before committing) until transaction B, on another thread, has committed. A then commits: if
+//! B wrote something A read, A's commit-time validation fails and A runs a second attempt.
+//! Counting A's attempts tells, deterministically, whether the two conflict.
+//!
+//! The tests take a global lock so that they run one at a time: transactions of concurrently
+//! running tests could otherwise conflict with A (they share `SCRATCH`, and words allocated by
+//! different threads can share a versioned lock: the lock index is the word's address bits 3 to
+//! 22, and glibc's per-thread heaps are 64 MiB aligned, so objects allocated by two threads at
+//! the same offset of their heaps share a lock). For the same reason every structure whose
+//! words A or B touch is allocated on the test thread.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Barrier, Mutex};
+use stm_core::collections::{TBoundedQueue, TCounter, TMap, TQueue, TSet};
+use stm_core::{TVar, Tx, TxResult, atomically};
+
+/// Hashes an integer key to itself, so tests choose buckets.
+#[derive(Clone, Copy, Default)]
+struct Identity;
+struct IdentityHasher(u64);
+impl BuildHasher for Identity {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0 << 8 | b as u64;
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = n as u64;
+    }
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs A and B interleaved as described in the module doc; returns A's number of attempts.
+fn attempts_of_a(
+    a: impl Fn(&Tx) -> TxResult<()> + Sync,
+    b: impl Fn(&Tx) -> TxResult<()> + Sync,
+) -> u32 {
+    let attempts = AtomicU32::new(0);
+    let a_ready = Barrier::new(2);
+    let b_done = Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            atomically(|tx| {
+                let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+                a(tx)?;
+                if n == 1 {
+                    a_ready.wait();
+                    b_done.wait();
+                }
+                Ok(())
+            })
+        });
+        s.spawn(|| {
+            a_ready.wait();
+            atomically(|tx| b(tx));
+            b_done.wait();
+        });
+    });
+    attempts.load(Ordering::Relaxed)
+}
+
+/// A word that A writes, so that A is an update transaction and validates at commit.
+static SCRATCH: TVar<u64> = TVar::new(0);
+
+fn touch(tx: &Tx) -> TxResult<()> {
+    tx.modify(&SCRATCH, |x| x + 1).map(drop)
+}
+
+fn map() -> Box<TMap<u32, u32, Identity>> {
+    let m = Box::new(TMap::with_buckets_and_hasher(64, Identity));
+    atomically(|tx| {
+        m.insert(tx, 5, 5)?;
+        m.insert(tx, 7, 7).map(drop)
+    });
+    m
+}
+
+#[test]
+fn tmap_keys_in_different_buckets_do_not_conflict() {
+    let _serial = serial();
+    let m = map();
+    let n = attempts_of_a(
+        |tx| {
+            assert_eq!(m.get(tx, &5)?, Some(&5));
+            m.insert(tx, 1, 1).map(drop)
+        },
+        |tx| {
+            m.insert(tx, 2, 2)?;
+            m.remove(tx, &7).map(drop)
+        },
+    );
+    assert_eq!(n, 1);
+    assert_eq!(atomically(|tx| m.len(tx)), 3);
+}
+
+#[test]
+fn tmap_same_bucket_conflicts() {
+    let _serial = serial();
+    let m = map();
+    // Keys 1 and 65 share bucket 1 of 64.
+    let n = attempts_of_a(
+        |tx| m.insert(tx, 1, 1).map(drop),
+        |tx| m.insert(tx, 65, 65).map(drop),
+    );
+    assert_eq!(n, 2);
+    assert_eq!(atomically(|tx| m.len(tx)), 4);
+}
+
+#[test]
+fn tmap_len_conflicts_with_a_concurrent_insert_but_not_with_an_update() {
+    let _serial = serial();
+    let m = map();
+    let n = attempts_of_a(
+        |tx| {
+            m.len(tx)?;
+            touch(tx)
+        },
+        |tx| m.insert(tx, 5, 6).map(drop), // present key: value update, count unchanged
+    );
+    assert_eq!(n, 1);
+    let n = attempts_of_a(
+        |tx| {
+            m.len(tx)?;
+            touch(tx)
+        },
+        |tx| m.insert(tx, 9, 9).map(drop),
+    );
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn tset_different_elements_do_not_conflict() {
+    let _serial = serial();
+    let s = Box::new(TSet::with_buckets_and_hasher(64, Identity));
+    let n = attempts_of_a(
+        |tx| s.insert(tx, 3u32).map(drop),
+        |tx| s.insert(tx, 4u32).map(drop),
+    );
+    assert_eq!(n, 1);
+    assert_eq!(atomically(|tx| s.len(tx)), 2);
+}
+
+#[test]
+fn tcounter_adds_do_not_conflict_but_get_does() {
+    let _serial = serial();
+    let c = Box::new(TCounter::new());
+    assert_eq!(attempts_of_a(|tx| c.add(tx, 1), |tx| c.add(tx, 10)), 1);
+    let n = attempts_of_a(
+        |tx| {
+            c.get(tx)?;
+            c.add(tx, 1)
+        },
+        |tx| c.add(tx, 10),
+    );
+    assert_eq!(n, 2);
+    assert_eq!(c.load(), 22);
+}
+
+#[test]
+fn tqueue_push_and_pop_do_not_conflict_when_not_empty() {
+    let _serial = serial();
+    // One element: the consumer takes it while the producer appends behind it. (Every node
+    // whose words A or B touch is allocated here, on the test thread: see the module doc.)
+    let q = Box::new(TQueue::new());
+    atomically(|tx| q.push(tx, 1));
+    let n = attempts_of_a(|tx| q.push(tx, 2), |tx| q.pop(tx).map(|v| assert_eq!(v, 1)));
+    assert_eq!(n, 1);
+    assert_eq!(atomically(|tx| q.try_pop(tx)), Some(2));
+    // And the other way round: A consumes, B produces.
+    let q = Box::new(TQueue::new());
+    atomically(|tx| {
+        q.push(tx, 10)?;
+        q.push(tx, 20)?;
+        q.pop(tx).map(drop)
+    });
+    let n = attempts_of_a(
+        |tx| q.pop(tx).map(|v| assert_eq!(v, 20)),
+        |tx| q.push(tx, 30),
+    );
+    assert_eq!(n, 1);
+    assert_eq!(atomically(|tx| q.try_pop(tx)), Some(30));
+}
+
+#[test]
+fn tqueue_pop_on_empty_conflicts_with_push() {
+    let _serial = serial();
+    let q = Box::new(TQueue::new());
+    let n = attempts_of_a(
+        |tx| {
+            q.try_pop(tx)?;
+            touch(tx)
+        },
+        |tx| q.push(tx, 1),
+    );
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn tqueue_producers_conflict_with_each_other() {
+    let _serial = serial();
+    let q = Box::new(TQueue::new());
+    assert_eq!(attempts_of_a(|tx| q.push(tx, 1), |tx| q.push(tx, 2)), 2);
+    assert_eq!(atomically(|tx| Ok((q.pop(tx)?, q.pop(tx)?))), (2, 1));
+}
+
+#[test]
+fn tboundedqueue_ends_do_not_conflict_when_neither_empty_nor_full() {
+    let _serial = serial();
+    let q = Box::new(TBoundedQueue::with_capacity(3));
+    atomically(|tx| q.push(tx, 1));
+    let n = attempts_of_a(|tx| q.push(tx, 2), |tx| q.pop(tx).map(|v| assert_eq!(v, 1)));
+    assert_eq!(n, 1);
+    // One element (2) left, two free cells: consumer A, producer B.
+    let n = attempts_of_a(|tx| q.pop(tx).map(|v| assert_eq!(v, 2)), |tx| q.push(tx, 3));
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn tboundedqueue_full_and_empty_do_conflict() {
+    let _serial = serial();
+    let q = Box::new(TBoundedQueue::with_capacity(2));
+    atomically(|tx| {
+        q.push(tx, 1)?;
+        q.push(tx, 2)
+    });
+    let n = attempts_of_a(
+        |tx| {
+            // Full on the first attempt (Err); after B's pop, the second attempt pushes.
+            let _ = q.try_push(tx, 9)?;
+            touch(tx)
+        },
+        |tx| q.pop(tx).map(drop),
+    );
+    assert_eq!(n, 2);
+    // Now [2, 9]: empty it.
+    atomically(|tx| Ok((q.pop(tx)?, q.pop(tx)?)));
+    let n = attempts_of_a(
+        |tx| {
+            q.try_pop(tx)?;
+            touch(tx)
+        },
+        |tx| q.push(tx, 5),
+    );
+    assert_eq!(n, 2);
+}
