@@ -1,0 +1,610 @@
+//! The recorder: an [`EventSink`] that buffers events per thread and writes them to one file.
+//!
+//! # How it works
+//!
+//! Each thread that delivers an event gets its own byte ring (a single-producer, single-consumer
+//! queue of encoded records), registered with the recorder the first time. On the hot path the
+//! thread encodes the event into a stack buffer and copies it into its ring: no lock, no
+//! read-modify-write, no allocation. Consumers drain rings into the file while holding the
+//! recorder's mutex (which makes them one consumer at a time): a background thread every
+//! [`FLUSH_INTERVAL`], a producer whose ring is full (it drains its own ring, then goes on),
+//! and [`Recorder::flush`] / [`Recorder::close`]. Records of one thread therefore appear in the
+//! file in the order they happened; records of different threads interleave by chunks.
+//!
+//! Source locations are interned: the first time a thread meets a `&'static Location` it asks the
+//! recorder (under the mutex) for an id; a location seen for the first time in the whole process
+//! is written as a location record right then, before any record that can refer to it. Later
+//! lookups hit a per-thread cache keyed by the location's address.
+//!
+//! # The ring protocol
+//!
+//! `head` is written only by the producer, `tail` only by a consumer holding the mutex. Bytes in
+//! `[tail, head)` are published records; bytes in `[head, tail + capacity)` belong to the
+//! producer. Bytes are `AtomicU8` accessed with `Relaxed`; the indices carry the ordering:
+//! the producer's `head.store(Release)` publishes the bytes it wrote before (paired with the
+//! consumer's `head.load(Acquire)`), and the consumer's `tail.store(Release)` hands the bytes it
+//! read back to the producer (paired with the producer's `tail.load(Acquire)`), so a byte is
+//! never overwritten before it was read.
+
+use crate::format::{
+    self, AbortReason, ConflictSides, Header, LocationId, MAX_EVENT_LEN, Record, VERSION,
+};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+use stm_core::{AbortCause, Conflict, Event, EventKind, EventSink, SourceLocation};
+
+/// How often the background thread drains the per-thread buffers into the file.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Bytes of buffer per thread (a power of two). At 10 to 20 bytes per record, a thread can
+/// record a few thousand events between two drains before it has to drain its own ring.
+const RING_BYTES: usize = 1 << 16;
+/// Buffer of the file writer.
+const FILE_BUF: usize = 1 << 20;
+
+struct Ring {
+    bytes: Box<[AtomicU8]>,
+    /// Total bytes ever published (wraps after 2^64: never in practice).
+    head: AtomicUsize,
+    /// Total bytes ever consumed.
+    tail: AtomicUsize,
+}
+
+impl Ring {
+    fn new() -> Self {
+        Ring {
+            bytes: (0..RING_BYTES).map(|_| AtomicU8::new(0)).collect(),
+            head: AtomicUsize::new(0),
+            tail: AtomicUsize::new(0),
+        }
+    }
+
+    /// Producer side: appends `rec` whole, or returns `false` when it does not fit.
+    #[inline]
+    fn push(&self, rec: &[u8]) -> bool {
+        // Relaxed: only this thread (the producer) stores `head`.
+        let h = self.head.load(Ordering::Relaxed);
+        // Acquire: pairs with the consumer's Release store of `tail`, so its reads of the bytes
+        // it freed happen before our writes below.
+        let t = self.tail.load(Ordering::Acquire);
+        if RING_BYTES - h.wrapping_sub(t) < rec.len() {
+            return false;
+        }
+        for (i, &b) in rec.iter().enumerate() {
+            // Relaxed: published by the Release store of `head` below.
+            self.bytes[h.wrapping_add(i) & (RING_BYTES - 1)].store(b, Ordering::Relaxed);
+        }
+        // Release: pairs with the consumer's Acquire load of `head`; publishes the bytes above.
+        self.head
+            .store(h.wrapping_add(rec.len()), Ordering::Release);
+        true
+    }
+
+    /// Consumer side (the caller holds the recorder's mutex): moves every published byte to
+    /// `out`.
+    fn drain(&self, out: &mut Vec<u8>) {
+        // Relaxed: `tail` is only stored by consumers, which the mutex serialises.
+        let t = self.tail.load(Ordering::Relaxed);
+        // Acquire: pairs with the producer's Release store of `head` (see `push`).
+        let h = self.head.load(Ordering::Acquire);
+        let n = h.wrapping_sub(t);
+        out.reserve(n);
+        for i in 0..n {
+            // Relaxed: ordered by the Acquire load of `head` above.
+            out.push(self.bytes[t.wrapping_add(i) & (RING_BYTES - 1)].load(Ordering::Relaxed));
+        }
+        // Release: pairs with the producer's Acquire load of `tail`; our reads above happen
+        // before it reuses these bytes.
+        self.tail.store(h, Ordering::Release);
+    }
+
+    fn is_empty(&self) -> bool {
+        // Acquire/Relaxed as in `drain`; called with the mutex held.
+        self.head.load(Ordering::Acquire) == self.tail.load(Ordering::Relaxed)
+    }
+}
+
+struct Inner {
+    out: Option<BufWriter<File>>,
+    rings: Vec<Arc<Ring>>,
+    /// Interned locations, by content (two `Location`s with equal content share an id).
+    by_content: HashMap<(&'static str, u32, u32), LocationId>,
+    /// The first write error; later data is dropped.
+    error: Option<io::Error>,
+    scratch: Vec<u8>,
+}
+
+impl Inner {
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(out) = self.out.as_mut()
+            && let Err(e) = out.write_all(bytes)
+        {
+            self.error.get_or_insert(e);
+            self.out = None;
+        }
+    }
+
+    /// Moves every ring's published records to the file (or drops them once closed).
+    fn drain_all(&mut self) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let rings = std::mem::take(&mut self.rings);
+        for r in &rings {
+            scratch.clear();
+            r.drain(&mut scratch);
+            self.write(&scratch);
+        }
+        self.rings = rings;
+        // A ring only we hold belongs to a thread that has exited (or moved on to another
+        // recorder); it is empty now, so forget it.
+        self.rings
+            .retain(|r| Arc::strong_count(r) > 1 || !r.is_empty());
+        scratch.clear();
+        self.scratch = scratch;
+    }
+
+    fn drain_one(&mut self, ring: &Ring) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        ring.drain(&mut scratch);
+        self.write(&scratch);
+        scratch.clear();
+        self.scratch = scratch;
+    }
+
+    fn flush(&mut self) {
+        if let Some(out) = self.out.as_mut()
+            && let Err(e) = out.flush()
+        {
+            self.error.get_or_insert(e);
+            self.out = None;
+        }
+    }
+
+    fn result(&self) -> io::Result<()> {
+        match &self.error {
+            None => Ok(()),
+            Some(e) => Err(io::Error::new(
+                e.kind(),
+                format!("writing the conflict log failed: {e}"),
+            )),
+        }
+    }
+}
+
+struct Shared {
+    /// Distinguishes recorders in the per-thread state (from 1; 0 means none).
+    id: u64,
+    start: Instant,
+    path: PathBuf,
+    inner: Mutex<Inner>,
+    closed: AtomicBool,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the mutex cannot leave `Inner` inconsistent in a way that
+        // matters (at worst a partly written chunk), so a poisoned lock is still used.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn intern(&self, loc: SourceLocation) -> LocationId {
+        let key = (loc.file(), loc.line(), loc.column());
+        let mut inner = self.lock();
+        if let Some(&id) = inner.by_content.get(&key) {
+            return id;
+        }
+        let id = LocationId::try_from(inner.by_content.len()).unwrap_or(LocationId::MAX - 1);
+        inner.by_content.insert(key, id);
+        let mut buf = Vec::with_capacity(32 + loc.file().len());
+        format::encode(
+            &Record::Location {
+                id,
+                file: loc.file().to_owned(),
+                line: loc.line(),
+                column: loc.column(),
+            },
+            &mut buf,
+        );
+        inner.write(&buf);
+        id
+    }
+
+    fn finish(&self) -> io::Result<()> {
+        let end = self.nanos(Instant::now());
+        let mut inner = self.lock();
+        if inner.out.is_some() {
+            inner.drain_all();
+            if let Some(b) = format::encode_event(&Record::End { time: end }) {
+                inner.write(b.as_slice());
+            }
+            inner.flush();
+            // Dropping the writer closes the file.
+            inner.out = None;
+        }
+        inner.rings.clear();
+        inner.result()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle went away without `close`: finish the file anyway. (Not joining the
+        // flusher: it holds only a weak reference and stops on its own.)
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            let _ = self.finish();
+        }
+    }
+}
+
+/// Per-thread state: the ring this thread fills for the recorder it last delivered to.
+#[derive(Default)]
+struct Local {
+    owner: u64,
+    ring: Option<Arc<Ring>>,
+    shared: Weak<Shared>,
+    /// Location ids by the location's address, for `owner`.
+    locs: HashMap<usize, LocationId>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+}
+
+impl Local {
+    fn attach(&mut self, shared: &Arc<Shared>) {
+        let ring = Arc::new(Ring::new());
+        shared.lock().rings.push(ring.clone());
+        self.owner = shared.id;
+        self.ring = Some(ring);
+        self.shared = Arc::downgrade(shared);
+        self.locs.clear();
+    }
+
+    fn loc_id(&mut self, shared: &Shared, loc: Option<SourceLocation>) -> Option<LocationId> {
+        let loc = loc?;
+        let addr = loc as *const _ as usize;
+        if let Some(&id) = self.locs.get(&addr) {
+            return Some(id);
+        }
+        let id = shared.intern(loc);
+        self.locs.insert(addr, id);
+        Some(id)
+    }
+}
+
+/// An [`EventSink`] that writes the conflict log. Usually installed through [`LogGuard`]; use it
+/// directly to combine it with another sink, or to feed it events yourself.
+///
+/// Cloning gives another handle to the same recorder. The file is finished (remaining buffers
+/// drained, an end record written, the file closed) by [`Recorder::close`], or when the last
+/// handle is dropped.
+#[derive(Clone)]
+pub struct Recorder {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("path", &self.shared.path)
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// Creates (or truncates) the file at `path`, writes the header and starts the background
+    /// flusher. Does not install anything: see [`LogGuard::create`].
+    pub fn create(path: impl AsRef<Path>) -> io::Result<Recorder> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let path = path.as_ref().to_path_buf();
+        let file = File::create(&path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create conflict log {}: {e}", path.display()),
+            )
+        })?;
+        let start = Instant::now();
+        let start_unix_ns = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let mut out = BufWriter::with_capacity(FILE_BUF, file);
+        out.write_all(
+            &Header {
+                version: VERSION,
+                pid: std::process::id(),
+                start_unix_ns,
+            }
+            .to_bytes(),
+        )?;
+        let shared = Arc::new(Shared {
+            // Relaxed: only uniqueness matters, which the RMW gives.
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            start,
+            path,
+            inner: Mutex::new(Inner {
+                out: Some(out),
+                rings: Vec::new(),
+                by_content: HashMap::new(),
+                error: None,
+                scratch: Vec::with_capacity(RING_BYTES),
+            }),
+            closed: AtomicBool::new(false),
+            flusher: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&shared);
+        let handle = std::thread::Builder::new()
+            .name("stm-log-flush".into())
+            .spawn(move || {
+                loop {
+                    std::thread::park_timeout(FLUSH_INTERVAL);
+                    let Some(s) = weak.upgrade() else { return };
+                    if s.closed.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let mut inner = s.lock();
+                    inner.drain_all();
+                    inner.flush();
+                }
+            })?;
+        *shared.flusher.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        Ok(Recorder { shared })
+    }
+
+    /// The file this recorder writes.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The instant that record times count from.
+    pub fn start(&self) -> Instant {
+        self.shared.start
+    }
+
+    /// Writes every event delivered so far (by any thread) to the file and flushes it. Returns
+    /// the first write error, if writing ever failed.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut inner = self.shared.lock();
+        inner.drain_all();
+        inner.flush();
+        inner.result()
+    }
+
+    /// Finishes the file: stops the background flusher, writes every buffered event and an end
+    /// record, and closes it. Events delivered afterwards are dropped. Calling it again does
+    /// nothing and returns `Ok(())`.
+    pub fn close(&self) -> io::Result<()> {
+        if self.shared.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let flusher = self
+            .shared
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = flusher {
+            h.thread().unpark();
+            // The flusher cannot panic except on a bug; its result carries nothing.
+            let _ = h.join();
+        }
+        self.shared.finish()
+    }
+
+    fn record(&self, e: &Event, local: &mut Local) -> Option<Record> {
+        let thread = e.thread;
+        let time = self.shared.nanos(e.time);
+        let mut sides = |c: &Conflict| ConflictSides {
+            kind: c.kind,
+            this: local.loc_id(&self.shared, c.this),
+            other: local.loc_id(&self.shared, c.other),
+            other_thread: c.other_thread,
+        };
+        Some(match e.kind {
+            EventKind::Start { inevitable } => Record::Start {
+                thread,
+                time,
+                inevitable,
+            },
+            EventKind::Commit {
+                read_only,
+                duration,
+            } => Record::Commit {
+                thread,
+                time,
+                read_only,
+                duration: nanos(duration),
+            },
+            EventKind::Abort {
+                cause,
+                conflict,
+                lost,
+            } => {
+                let reason = match cause {
+                    AbortCause::Conflict(k) => AbortReason::Conflict(k),
+                    AbortCause::Retry => AbortReason::Retry,
+                    AbortCause::Cancel => AbortReason::Cancel,
+                    AbortCause::Panic => AbortReason::Panic,
+                    // A cause added to stm-core later: the format has no code for it yet.
+                    _ => return None,
+                };
+                let conflict = match (reason, conflict) {
+                    (AbortReason::Conflict(_), Some(c)) => Some(sides(&c)),
+                    _ => None,
+                };
+                Record::Abort {
+                    thread,
+                    time,
+                    reason,
+                    conflict,
+                    lost: nanos(lost),
+                }
+            }
+            EventKind::PauseStart { conflict } => Record::PauseStart {
+                thread,
+                time,
+                conflict: sides(&conflict),
+            },
+            EventKind::PauseEnd { conflict, paused } => Record::PauseEnd {
+                thread,
+                time,
+                conflict: sides(&conflict),
+                paused: nanos(paused),
+            },
+            EventKind::InevitableBegin => Record::InevitableBegin { thread, time },
+            EventKind::InevitableEnd => Record::InevitableEnd { thread, time },
+            _ => return None,
+        })
+    }
+
+    /// The slow path: no usable per-thread state (the thread is being torn down, or the sink was
+    /// re-entered). Writes straight to the file, after every buffered record so that this
+    /// thread's records stay in order.
+    #[cold]
+    fn event_direct(&self, e: &Event) {
+        let mut local = Local::default();
+        let Some(r) = self.record(e, &mut local) else {
+            return;
+        };
+        let Some(b) = format::encode_event(&r) else {
+            return;
+        };
+        let mut inner = self.shared.lock();
+        inner.drain_all();
+        inner.write(b.as_slice());
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl EventSink for Recorder {
+    #[inline]
+    fn event(&self, e: &Event) {
+        let done = LOCAL
+            .try_with(|cell| {
+                let Ok(mut local) = cell.try_borrow_mut() else {
+                    return false;
+                };
+                if local.owner != self.shared.id {
+                    local.attach(&self.shared);
+                }
+                let Some(r) = self.record(e, &mut local) else {
+                    return true;
+                };
+                let Some(b) = format::encode_event(&r) else {
+                    return true;
+                };
+                debug_assert!(b.as_slice().len() <= MAX_EVENT_LEN);
+                let Some(ring) = local.ring.as_ref() else {
+                    return false;
+                };
+                if !ring.push(b.as_slice()) {
+                    // Full: drain our own ring (as the consumer, under the mutex), then retry;
+                    // an empty ring always has room for one event.
+                    self.shared.lock().drain_one(ring);
+                    let pushed = ring.push(b.as_slice());
+                    debug_assert!(pushed);
+                }
+                true
+            })
+            .unwrap_or(false);
+        if !done {
+            self.event_direct(e);
+        }
+    }
+}
+
+/// Keeps a [`Recorder`] installed as `stm-core`'s event sink. Dropping it uninstalls the sink,
+/// writes what is buffered and closes the file.
+///
+/// There is one global sink: creating a guard replaces any sink installed before, and dropping
+/// it leaves none installed. Events of an attempt that was already running when the guard was
+/// dropped are discarded.
+///
+/// ```
+/// use stm_core::{TVar, atomically};
+/// let path = std::env::temp_dir().join(format!("doc-guard-{}.log", std::process::id()));
+/// let guard = stm_log::LogGuard::create(&path)?;
+/// let v = TVar::new(0u64);
+/// atomically(|tx| tx.modify(&v, |x| x + 1));
+/// guard.finish()?;
+/// let report = stm_log::report::Report::from_path(&path)?;
+/// assert!(report.commits >= 1);
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct LogGuard {
+    rec: Recorder,
+}
+
+impl LogGuard {
+    /// Creates the log file at `path` and installs the recorder for every thread.
+    pub fn create(path: impl AsRef<Path>) -> io::Result<LogGuard> {
+        let rec = Recorder::create(path)?;
+        stm_core::set_event_sink(Some(Arc::new(rec.clone())));
+        Ok(LogGuard { rec })
+    }
+
+    /// Writes everything recorded so far to the file (see [`Recorder::flush`]).
+    pub fn flush(&self) -> io::Result<()> {
+        self.rec.flush()
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        self.rec.path()
+    }
+
+    /// The installed recorder.
+    pub fn recorder(&self) -> &Recorder {
+        &self.rec
+    }
+
+    /// Uninstalls the recorder and finishes the file, returning any write error (dropping the
+    /// guard does the same but can only print the error).
+    pub fn finish(self) -> io::Result<()> {
+        stm_core::set_event_sink(None);
+        self.rec.close()
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        stm_core::set_event_sink(None);
+        if let Err(e) = self.rec.close() {
+            eprintln!("stm-log: {} is incomplete: {e}", self.rec.path().display());
+        }
+    }
+}
+
+/// Installs the recorder when the environment variable `STM_LOG` names a file: returns the guard
+/// that keeps it installed (hold it until the program ends). Without `STM_LOG` (or with it
+/// empty), returns `Ok(None)` and installs nothing, so recording costs nothing.
+///
+/// ```no_run
+/// fn main() -> std::io::Result<()> {
+///     let _log = stm_log::init_from_env()?; // STM_LOG=stm.log ./program
+///     // ... transactions ...
+///     Ok(())
+/// }
+/// ```
+pub fn init_from_env() -> io::Result<Option<LogGuard>> {
+    match std::env::var_os("STM_LOG") {
+        Some(p) if !p.is_empty() => LogGuard::create(PathBuf::from(p)).map(Some),
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,669 @@
+//! Analysis of a log: totals, per-thread figures and the most expensive conflicts.
+//!
+//! # Accounting
+//!
+//! - An aborted attempt's whole duration (its `lost` time, including any pause inside it) is
+//!   charged to the conflict that killed it, grouped by (kind, this location, other location).
+//! - A pause (from a pause start to the matching pause end on the same thread) is charged as
+//!   "paused" to the conflict it waited for, whatever became of the attempt afterwards. A pause
+//!   still open when the log ends is charged up to the last time in the log.
+//! - Groups are sorted by lost + paused time, most expensive first.
+//! - Aborts that are not conflicts (`retry`, a user error, a panic) are counted separately and
+//!   charged to no conflict.
+
+use crate::format::{AbortReason, ConflictSides, LocationId, Record};
+use crate::reader::{LogReader, ReadError};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use stm_core::ConflictKind;
+
+/// A source location, resolved from the log's location table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Location {
+    /// The file, as the compiler named it (usually relative to the workspace root).
+    pub file: String,
+    /// The line, from 1.
+    pub line: u32,
+    /// The column, from 1.
+    pub column: u32,
+    /// The line of source text, when [`Report::attach_sources`] could read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// The conflicts of one kind between the same two source locations.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConflictGroup {
+    /// `WRITE_WRITE`, `WRITE_READ` or `INEVITABLE`.
+    #[serde(serialize_with = "ser_kind")]
+    pub kind: ConflictKind,
+    /// Where the aborted (or paused) transaction touched the word; `None` when unknown.
+    pub this: Option<Location>,
+    /// Where the other transaction touched it; `None` when unknown.
+    pub other: Option<Location>,
+    /// Conflict events in the group: aborts plus pauses.
+    pub count: u64,
+    /// Attempts aborted.
+    pub aborts: u64,
+    /// Pauses.
+    pub pauses: u64,
+    /// Nanoseconds of aborted attempts.
+    pub lost_ns: u64,
+    /// Nanoseconds paused.
+    pub paused_ns: u64,
+}
+
+impl ConflictGroup {
+    /// Lost plus paused nanoseconds: the sort key.
+    pub fn cost_ns(&self) -> u64 {
+        self.lost_ns.saturating_add(self.paused_ns)
+    }
+}
+
+fn ser_kind<S: serde::Serializer>(k: &ConflictKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(k.name())
+}
+
+/// Figures for one thread.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ThreadTotals {
+    /// The runtime's id of the thread.
+    pub thread: u64,
+    /// Attempts started.
+    pub attempts: u64,
+    /// Attempts committed.
+    pub commits: u64,
+    /// Attempts aborted by a conflict.
+    pub aborts: u64,
+    /// Nanoseconds in committed attempts.
+    pub committed_ns: u64,
+    /// Nanoseconds in attempts aborted by a conflict.
+    pub lost_ns: u64,
+    /// Nanoseconds paused.
+    pub paused_ns: u64,
+}
+
+/// Where reading stopped early.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Damage {
+    /// The byte offset.
+    pub offset: Option<u64>,
+    /// The reader's message.
+    pub message: String,
+}
+
+/// The analysis of a log. Build it with [`Report::from_path`], [`Report::from_reader`] or
+/// [`Report::from_records`]; print it with [`Report::render_text`] or [`Report::to_json`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// Records read.
+    pub records: u64,
+    /// Time of the first record (nanoseconds since the recorder started).
+    pub start_ns: u64,
+    /// Nanoseconds from the first to the last record.
+    pub wall_ns: u64,
+    /// Transactions finished: commits plus cancelled plus panicked.
+    pub transactions: u64,
+    /// Attempts started.
+    pub attempts: u64,
+    /// Attempts committed.
+    pub commits: u64,
+    /// Of which read-only.
+    pub read_only_commits: u64,
+    /// Attempts aborted by a conflict.
+    pub aborts: u64,
+    /// Aborts by kind: `WRITE_WRITE`, `WRITE_READ`, `INEVITABLE`.
+    pub aborts_by_kind: [u64; 3],
+    /// Conflict aborts divided by attempts that ended (commits + every kind of abort).
+    pub abort_rate: f64,
+    /// Attempts ended by `retry`.
+    pub retries: u64,
+    /// Attempts ended by a user error.
+    pub cancels: u64,
+    /// Attempts ended by a panic.
+    pub panics: u64,
+    /// Nanoseconds in attempts aborted by a conflict.
+    pub lost_ns: u64,
+    /// Nanoseconds paused.
+    pub paused_ns: u64,
+    /// Nanoseconds in committed attempts.
+    pub committed_ns: u64,
+    /// Nanoseconds in attempts ended by retry, cancel or panic.
+    pub other_abort_ns: u64,
+    /// Times a thread took the inevitable token.
+    pub inevitable_runs: u64,
+    /// Nanoseconds the inevitable token was held.
+    pub inevitable_ns: u64,
+    /// Figures per thread, by thread id.
+    pub threads: Vec<ThreadTotals>,
+    /// Conflict groups, most expensive first.
+    pub conflicts: Vec<ConflictGroup>,
+    /// Whether the log ends with the recorder's end record (it was closed cleanly).
+    pub complete: bool,
+    /// Where reading stopped early, if it did.
+    pub damage: Option<Damage>,
+}
+
+#[derive(Default)]
+struct GroupAcc {
+    aborts: u64,
+    pauses: u64,
+    lost: u64,
+    paused: u64,
+}
+
+type GroupKey = (ConflictKind, Option<LocationId>, Option<LocationId>);
+
+/// Builds a [`Report`] from records fed one at a time.
+#[derive(Default)]
+pub struct ReportBuilder {
+    records: u64,
+    first: Option<u64>,
+    last: u64,
+    attempts: u64,
+    commits: u64,
+    read_only: u64,
+    aborts_by_kind: [u64; 3],
+    retries: u64,
+    cancels: u64,
+    panics: u64,
+    lost: u64,
+    paused: u64,
+    committed: u64,
+    other_abort: u64,
+    inevitable_runs: u64,
+    inevitable_ns: u64,
+    threads: HashMap<u64, ThreadTotals>,
+    groups: HashMap<GroupKey, GroupAcc>,
+    locations: HashMap<LocationId, Location>,
+    /// Open pause per thread: start time and conflict.
+    open_pause: HashMap<u64, (u64, ConflictSides)>,
+    /// Open inevitable run per thread: start time.
+    open_inevitable: HashMap<u64, u64>,
+    complete: bool,
+}
+
+impl std::fmt::Debug for ReportBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportBuilder")
+            .field("records", &self.records)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kind_index(k: ConflictKind) -> usize {
+    match k {
+        ConflictKind::WriteWrite => 0,
+        ConflictKind::WriteRead => 1,
+        ConflictKind::Inevitable => 2,
+    }
+}
+
+impl ReportBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn thread(&mut self, t: u64) -> &mut ThreadTotals {
+        self.threads.entry(t).or_insert_with(|| ThreadTotals {
+            thread: t,
+            ..ThreadTotals::default()
+        })
+    }
+
+    fn group(&mut self, c: &ConflictSides) -> &mut GroupAcc {
+        self.groups.entry((c.kind, c.this, c.other)).or_default()
+    }
+
+    fn charge_pause(&mut self, thread: u64, c: &ConflictSides, paused: u64) {
+        self.paused = self.paused.saturating_add(paused);
+        let t = self.thread(thread);
+        t.paused_ns = t.paused_ns.saturating_add(paused);
+        let g = self.group(c);
+        g.pauses += 1;
+        g.paused = g.paused.saturating_add(paused);
+    }
+
+    /// Accounts for one record.
+    pub fn add(&mut self, r: &Record) {
+        self.records += 1;
+        if let Some(t) = r.time() {
+            self.first = Some(self.first.map_or(t, |f| f.min(t)));
+            self.last = self.last.max(t);
+        }
+        match *r {
+            Record::Location {
+                id,
+                ref file,
+                line,
+                column,
+            } => {
+                self.locations.insert(
+                    id,
+                    Location {
+                        file: file.clone(),
+                        line,
+                        column,
+                        source: None,
+                    },
+                );
+            }
+            Record::Start { thread, .. } => {
+                self.attempts += 1;
+                self.thread(thread).attempts += 1;
+            }
+            Record::Commit {
+                thread,
+                read_only,
+                duration,
+                ..
+            } => {
+                self.commits += 1;
+                self.read_only += u64::from(read_only);
+                self.committed = self.committed.saturating_add(duration);
+                let t = self.thread(thread);
+                t.commits += 1;
+                t.committed_ns = t.committed_ns.saturating_add(duration);
+            }
+            Record::Abort {
+                thread,
+                reason,
+                conflict,
+                lost,
+                ..
+            } => match reason {
+                AbortReason::Conflict(kind) => {
+                    self.aborts_by_kind[kind_index(kind)] += 1;
+                    self.lost = self.lost.saturating_add(lost);
+                    let t = self.thread(thread);
+                    t.aborts += 1;
+                    t.lost_ns = t.lost_ns.saturating_add(lost);
+                    let sides = conflict.unwrap_or(ConflictSides {
+                        kind,
+                        this: None,
+                        other: None,
+                        other_thread: None,
+                    });
+                    // The reason is authoritative for the kind.
+                    let g = self.group(&ConflictSides { kind, ..sides });
+                    g.aborts += 1;
+                    g.lost = g.lost.saturating_add(lost);
+                }
+                AbortReason::Retry | AbortReason::Cancel | AbortReason::Panic => {
+                    match reason {
+                        AbortReason::Retry => self.retries += 1,
+                        AbortReason::Cancel => self.cancels += 1,
+                        _ => self.panics += 1,
+                    }
+                    self.other_abort = self.other_abort.saturating_add(lost);
+                }
+            },
+            Record::PauseStart {
+                thread,
+                time,
+                conflict,
+            } => {
+                // A pause start while one is open means the end was lost: charge the open one
+                // up to here.
+                if let Some((t0, c)) = self.open_pause.insert(thread, (time, conflict)) {
+                    self.charge_pause(thread, &c, time.saturating_sub(t0));
+                }
+            }
+            Record::PauseEnd {
+                thread,
+                conflict,
+                paused,
+                ..
+            } => {
+                self.open_pause.remove(&thread);
+                self.charge_pause(thread, &conflict, paused);
+            }
+            Record::InevitableBegin { thread, time } => {
+                self.inevitable_runs += 1;
+                self.open_inevitable.insert(thread, time);
+            }
+            Record::InevitableEnd { thread, time } => {
+                if let Some(t0) = self.open_inevitable.remove(&thread) {
+                    self.inevitable_ns = self.inevitable_ns.saturating_add(time.saturating_sub(t0));
+                }
+            }
+            Record::End { .. } => self.complete = true,
+        }
+    }
+
+    /// The report, with `damage` when reading stopped early.
+    pub fn finish(mut self, damage: Option<&ReadError>) -> Report {
+        let last = self.last;
+        for (thread, (t0, c)) in std::mem::take(&mut self.open_pause) {
+            self.charge_pause(thread, &c, last.saturating_sub(t0));
+        }
+        for (_, t0) in std::mem::take(&mut self.open_inevitable) {
+            self.inevitable_ns = self.inevitable_ns.saturating_add(last.saturating_sub(t0));
+        }
+        let resolve = |id: Option<LocationId>| {
+            id.map(|id| {
+                self.locations.get(&id).cloned().unwrap_or(Location {
+                    file: format!("<location #{id} missing from the log>"),
+                    line: 0,
+                    column: 0,
+                    source: None,
+                })
+            })
+        };
+        // Merge groups whose locations resolve equal (ids are unique per file, but a damaged or
+        // hand-written file may define one location twice).
+        let mut merged: HashMap<(ConflictKind, Option<Location>, Option<Location>), GroupAcc> =
+            HashMap::new();
+        for ((kind, this, other), g) in &self.groups {
+            let m = merged
+                .entry((*kind, resolve(*this), resolve(*other)))
+                .or_default();
+            m.aborts += g.aborts;
+            m.pauses += g.pauses;
+            m.lost = m.lost.saturating_add(g.lost);
+            m.paused = m.paused.saturating_add(g.paused);
+        }
+        let mut conflicts: Vec<ConflictGroup> = merged
+            .into_iter()
+            .map(|((kind, this, other), g)| ConflictGroup {
+                kind,
+                this,
+                other,
+                count: g.aborts + g.pauses,
+                aborts: g.aborts,
+                pauses: g.pauses,
+                lost_ns: g.lost,
+                paused_ns: g.paused,
+            })
+            .collect();
+        conflicts.sort_by(|a, b| {
+            b.cost_ns()
+                .cmp(&a.cost_ns())
+                .then(b.count.cmp(&a.count))
+                .then_with(|| (a.kind, &a.this, &a.other).cmp(&(b.kind, &b.this, &b.other)))
+        });
+        let mut threads: Vec<ThreadTotals> = self.threads.into_values().collect();
+        threads.sort_by_key(|t| t.thread);
+        let aborts: u64 = self.aborts_by_kind.iter().sum();
+        let ended = self.commits + aborts + self.retries + self.cancels + self.panics;
+        Report {
+            records: self.records,
+            start_ns: self.first.unwrap_or(0),
+            wall_ns: self.first.map_or(0, |f| self.last - f),
+            transactions: self.commits + self.cancels + self.panics,
+            attempts: self.attempts,
+            commits: self.commits,
+            read_only_commits: self.read_only,
+            aborts,
+            aborts_by_kind: self.aborts_by_kind,
+            abort_rate: if ended == 0 {
+                0.0
+            } else {
+                aborts as f64 / ended as f64
+            },
+            retries: self.retries,
+            cancels: self.cancels,
+            panics: self.panics,
+            lost_ns: self.lost,
+            paused_ns: self.paused,
+            committed_ns: self.committed,
+            other_abort_ns: self.other_abort,
+            inevitable_runs: self.inevitable_runs,
+            inevitable_ns: self.inevitable_ns,
+            threads,
+            conflicts,
+            complete: self.complete,
+            damage: damage.map(|e| Damage {
+                offset: e.offset(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Formats nanoseconds as seconds: three decimals from 10 ms up, six below (so that small costs
+/// do not all print as `0.000s`).
+pub fn secs(ns: u64) -> String {
+    let s = ns as f64 / 1e9;
+    if ns >= 10_000_000 || ns == 0 {
+        format!("{s:.3}s")
+    } else {
+        format!("{s:.6}s")
+    }
+}
+
+impl Report {
+    /// Reads the log at `path`. A file that is not a log, or of a newer version, is an error;
+    /// a truncated or damaged one gives the report of every record before the damage, with
+    /// [`Report::damage`] set.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Report, ReadError> {
+        Self::from_reader(LogReader::open(path)?)
+    }
+
+    /// Reads every record of `reader` (see [`Report::from_path`]).
+    pub fn from_reader<R: Read>(reader: LogReader<R>) -> Result<Report, ReadError> {
+        let mut b = ReportBuilder::new();
+        for r in reader {
+            match r {
+                Ok(r) => b.add(&r),
+                Err(e) if e.is_partial() => return Ok(b.finish(Some(&e))),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(b.finish(None))
+    }
+
+    /// The report of `records`.
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> Report {
+        let mut b = ReportBuilder::new();
+        for r in records {
+            b.add(r);
+        }
+        b.finish(None)
+    }
+
+    /// Keeps only the `top` most expensive conflict groups.
+    pub fn truncate(&mut self, top: usize) {
+        self.conflicts.truncate(top);
+    }
+
+    /// Fills [`Location::source`] of every conflict location whose file can be read (relative to
+    /// `source_root` first when given, then to the current directory, or as an absolute path).
+    pub fn attach_sources(&mut self, source_root: Option<&Path>) {
+        let mut files = SourceCache::new(source_root);
+        for g in &mut self.conflicts {
+            for loc in [&mut g.this, &mut g.other].into_iter().flatten() {
+                loc.source = files.line(&loc.file, loc.line);
+            }
+        }
+    }
+
+    /// The report as pretty-printed JSON (every field of [`Report`]).
+    pub fn to_json(&self) -> String {
+        // Serialising plain structs of numbers and strings cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// The report as text: totals, per-thread figures, then the `top` most expensive conflicts,
+    /// each with both locations and the line of source under each when the file can be read
+    /// (see [`Report::attach_sources`] for where it looks).
+    pub fn render_text(&self, top: usize, source_root: Option<&Path>) -> String {
+        let mut files = SourceCache::new(source_root);
+        let mut o = String::new();
+        let pct = |n: u64, d: u64| {
+            if d == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / d as f64
+            }
+        };
+        let _ = writeln!(
+            o,
+            "wall time {}, {} records{}",
+            secs(self.wall_ns),
+            self.records,
+            if self.complete {
+                ""
+            } else {
+                " (no end record: the log was not closed cleanly)"
+            }
+        );
+        let _ = writeln!(
+            o,
+            "transactions {}: {} commits ({} read-only), {} attempts",
+            self.transactions, self.commits, self.read_only_commits, self.attempts
+        );
+        let _ = writeln!(
+            o,
+            "aborts {} (abort rate {:.1}%): {} WRITE_WRITE, {} WRITE_READ, {} INEVITABLE; \
+             {} retries, {} cancelled, {} panicked",
+            self.aborts,
+            100.0 * self.abort_rate,
+            self.aborts_by_kind[0],
+            self.aborts_by_kind[1],
+            self.aborts_by_kind[2],
+            self.retries,
+            self.cancels,
+            self.panics
+        );
+        let _ = writeln!(
+            o,
+            "time lost in aborts {}, paused {}, in committed attempts {}",
+            secs(self.lost_ns),
+            secs(self.paused_ns),
+            secs(self.committed_ns)
+        );
+        let _ = writeln!(
+            o,
+            "inevitable: {} runs, token held {}",
+            self.inevitable_runs,
+            secs(self.inevitable_ns)
+        );
+        if !self.threads.is_empty() {
+            let _ = writeln!(o, "\nper thread:");
+            let _ = writeln!(
+                o,
+                "  {:>6} {:>10} {:>10} {:>8} {:>7} {:>12} {:>12} {:>12}",
+                "thread", "attempts", "commits", "aborts", "rate", "lost", "paused", "committed"
+            );
+            for t in &self.threads {
+                let ended = t.commits + t.aborts;
+                let _ = writeln!(
+                    o,
+                    "  {:>6} {:>10} {:>10} {:>8} {:>6.1}% {:>12} {:>12} {:>12}",
+                    t.thread,
+                    t.attempts,
+                    t.commits,
+                    t.aborts,
+                    pct(t.aborts, ended),
+                    secs(t.lost_ns),
+                    secs(t.paused_ns),
+                    secs(t.committed_ns)
+                );
+            }
+        }
+        let shown = self.conflicts.len().min(top);
+        if self.conflicts.is_empty() {
+            let _ = writeln!(o, "\nno conflicts");
+        } else {
+            let _ = writeln!(
+                o,
+                "\nmost expensive conflicts ({shown} of {}):",
+                self.conflicts.len()
+            );
+        }
+        for g in self.conflicts.iter().take(top) {
+            let _ = writeln!(
+                o,
+                "\n{} lost in aborts, {} paused ({}x {})",
+                secs(g.lost_ns),
+                secs(g.paused_ns),
+                g.count,
+                g.kind.name()
+            );
+            for loc in [&g.this, &g.other] {
+                match loc {
+                    None => {
+                        let _ = writeln!(o, "  (location unknown)");
+                    }
+                    Some(l) => {
+                        let _ = writeln!(o, "  {l}");
+                        let text = l.source.clone().or_else(|| files.line(&l.file, l.line));
+                        if let Some(text) = text {
+                            let _ = writeln!(o, "      {}", text.trim());
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(d) = &self.damage {
+            let _ = writeln!(o, "\nwarning: {}", d.message);
+        }
+        o
+    }
+}
+
+/// Largest source file the report reads.
+const MAX_SOURCE: u64 = 16 << 20;
+
+/// Reads source files once each.
+struct SourceCache {
+    root: Option<PathBuf>,
+    files: HashMap<String, Option<Vec<String>>>,
+}
+
+impl SourceCache {
+    fn new(root: Option<&Path>) -> Self {
+        SourceCache {
+            root: root.map(Path::to_path_buf),
+            files: HashMap::new(),
+        }
+    }
+
+    fn line(&mut self, file: &str, line: u32) -> Option<String> {
+        let root = self.root.clone();
+        let lines = self.files.entry(file.to_owned()).or_insert_with(|| {
+            let candidates = root
+                .iter()
+                .map(|r| r.join(file))
+                .chain(std::iter::once(PathBuf::from(file)));
+            for p in candidates {
+                // Only regular files of sane size: a name in a damaged log could point anywhere
+                // (a FIFO, a device).
+                let ok = std::fs::metadata(&p).is_ok_and(|m| m.is_file() && m.len() <= MAX_SOURCE);
+                if !ok {
+                    continue;
+                }
+                if let Ok(text) = std::fs::read_to_string(&p) {
+                    return Some(text.lines().map(str::to_owned).collect());
+                }
+            }
+            None
+        });
+        let idx = usize::try_from(line).ok()?.checked_sub(1)?;
+        lines.as_ref()?.get(idx).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secs_formats() {
+        assert_eq!(secs(0), "0.000s");
+        assert_eq!(secs(12_000_000), "0.012s");
+        assert_eq!(secs(14_793_000_000), "14.793s");
+        assert_eq!(secs(1_234), "0.000001s");
+    }
+}
