@@ -409,7 +409,9 @@ impl Recorder {
             kind: c.kind,
             this: local.loc_id(&self.shared, c.this),
             other: local.loc_id(&self.shared, c.other),
-            other_thread: c.other_thread,
+            // A thread never conflicts with itself: stm-core names the validating thread when
+            // the word's lock is its own commit-time lock (the real writer is unknown then).
+            other_thread: c.other_thread.filter(|&t| t != thread),
         };
         Some(match e.kind {
             EventKind::Start { inevitable } => Record::Start {

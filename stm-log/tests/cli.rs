@@ -1,0 +1,268 @@
+//! The `stm-log` command, run as a process: reports, JSON, time lines, and bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use stm_core::ConflictKind;
+use stm_log::{AbortReason, ConflictSides, LogWriter, Record};
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("stm-log-cli-{}-{name}", std::process::id()))
+}
+
+fn stm_log(args: &[&str]) -> Output {
+    // Run where no `src/main.rs` exists, so that source lines come only from `--source-root`.
+    Command::new(env!("CARGO_BIN_EXE_stm-log"))
+        .current_dir(std::env::temp_dir())
+        .args(args)
+        .output()
+        .expect("run stm-log")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A log with two conflict groups: 3 WRITE_READ aborts of 1 ms each, and one WRITE_WRITE
+/// abort of 0.5 ms plus a 2 ms pause on it.
+fn log_bytes() -> Vec<u8> {
+    let wr = ConflictSides {
+        kind: ConflictKind::WriteRead,
+        this: Some(0),
+        other: Some(1),
+        other_thread: Some(2),
+    };
+    let ww = ConflictSides {
+        kind: ConflictKind::WriteWrite,
+        this: Some(1),
+        other: Some(1),
+        other_thread: Some(1),
+    };
+    let mut w = LogWriter::new(Vec::new(), 0).unwrap();
+    let mut recs = vec![
+        Record::Location {
+            id: 0,
+            file: "src/main.rs".into(),
+            line: 42,
+            column: 17,
+        },
+        Record::Location {
+            id: 1,
+            file: "src/main.rs".into(),
+            line: 40,
+            column: 9,
+        },
+    ];
+    let mut t = 0;
+    for _ in 0..3 {
+        recs.push(Record::Start {
+            thread: 1,
+            time: t,
+            inevitable: false,
+        });
+        t += 1_000_000;
+        recs.push(Record::Abort {
+            thread: 1,
+            time: t,
+            reason: AbortReason::Conflict(wr.kind),
+            conflict: Some(wr),
+            lost: 1_000_000,
+        });
+    }
+    recs.push(Record::Start {
+        thread: 2,
+        time: 0,
+        inevitable: false,
+    });
+    recs.push(Record::PauseStart {
+        thread: 2,
+        time: 100,
+        conflict: ww,
+    });
+    recs.push(Record::PauseEnd {
+        thread: 2,
+        time: 2_000_100,
+        conflict: ww,
+        paused: 2_000_000,
+    });
+    recs.push(Record::Abort {
+        thread: 2,
+        time: 2_500_000,
+        reason: AbortReason::Conflict(ww.kind),
+        conflict: Some(ww),
+        lost: 500_000,
+    });
+    recs.push(Record::Start {
+        thread: 2,
+        time: 2_600_000,
+        inevitable: false,
+    });
+    recs.push(Record::Commit {
+        thread: 2,
+        time: 3_000_000,
+        read_only: false,
+        duration: 400_000,
+    });
+    recs.push(Record::End { time: 3_100_000 });
+    for r in &recs {
+        w.write(r).unwrap();
+    }
+    w.into_inner()
+}
+
+#[test]
+fn report_prints_totals_then_blocks() {
+    let path = temp("good.log");
+    std::fs::write(&path, log_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    let o = stm_log(&["report", p]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.starts_with("wall time 0.003100s"), "{out}");
+    assert!(
+        out.contains("aborts 4 (abort rate 80.0%): 1 WRITE_WRITE, 3 WRITE_READ"),
+        "{out}"
+    );
+    // Most expensive first: WRITE_WRITE costs 0.5 + 2 ms, WRITE_READ 3 ms.
+    let wr = out
+        .find("0.003000s lost in aborts, 0.000s paused (3x WRITE_READ)\n  src/main.rs:42:17\n  src/main.rs:40:9")
+        .expect(&out);
+    let ww = out
+        .find("0.000500s lost in aborts, 0.002000s paused (2x WRITE_WRITE)")
+        .expect(&out);
+    assert!(wr < ww);
+    let o = stm_log(&["report", p, "--top", "1"]);
+    assert!(o.status.success());
+    assert!(!text(&o.stdout).contains("WRITE_WRITE)"));
+
+    // With the sources at hand, each location gets its line of text.
+    let root = temp("root");
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    let mut src: Vec<String> = (1..=45).map(|i| format!("// {i}")).collect();
+    src[39] = "        tx.write(&COUNTER, x + 1)?;".into();
+    src[41] = "    let x = tx.read(&COUNTER)?;".into();
+    std::fs::write(root.join("src/main.rs"), src.join("\n")).unwrap();
+    let o = stm_log(&["report", p, "--source-root", root.to_str().unwrap()]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(
+            "(3x WRITE_READ)\n  src/main.rs:42:17\n      let x = tx.read(&COUNTER)?;\n  \
+             src/main.rs:40:9\n      tx.write(&COUNTER, x + 1)?;\n"
+        ),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn report_json_is_the_same_content() {
+    let path = temp("json.log");
+    std::fs::write(&path, log_bytes()).unwrap();
+    let o = stm_log(&["report", path.to_str().unwrap(), "--json", "--top", "1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["aborts"], 4);
+    assert_eq!(v["lost_ns"], 3_500_000);
+    assert_eq!(v["paused_ns"], 2_000_000);
+    assert_eq!(v["conflicts"].as_array().unwrap().len(), 1);
+    assert_eq!(v["conflicts"][0]["kind"], "WRITE_READ");
+    assert_eq!(v["conflicts"][0]["this"]["file"], "src/main.rs");
+    assert_eq!(v["complete"], true);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn truncated_log_reports_the_prefix_and_the_offset() {
+    let path = temp("cut.log");
+    let b = log_bytes();
+    std::fs::write(&path, &b[..b.len() - 3]).unwrap();
+    let o = stm_log(&["report", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("truncated log") && err.contains("byte offset"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+    let out = text(&o.stdout);
+    assert!(out.contains("(3x WRITE_READ)"), "{out}");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let foreign = temp("foreign.log");
+    std::fs::write(&foreign, b"#!/bin/sh\necho this is not a log\n").unwrap();
+    let newer = temp("newer.log");
+    let mut b = log_bytes();
+    b[8] = 2;
+    std::fs::write(&newer, &b).unwrap();
+    let missing = temp("missing.log");
+    for (file, msg) in [
+        (&foreign, "not an stm conflict log"),
+        (&newer, "version 2 is not supported"),
+        (&missing, "read error"),
+    ] {
+        for cmd in [
+            vec!["report", file.to_str().unwrap()],
+            vec!["timeline", file.to_str().unwrap(), "-o", "/dev/null"],
+        ] {
+            let o = stm_log(&cmd);
+            assert_eq!(o.status.code(), Some(1), "{cmd:?}");
+            let err = text(&o.stderr);
+            assert!(
+                err.contains("stm-log: error:") && err.contains(msg),
+                "{cmd:?}: {err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+    for args in [
+        &["report"][..],
+        &["report", "x", "--top", "many"],
+        &["frobnicate"],
+    ] {
+        let o = stm_log(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
+    std::fs::remove_file(&foreign).unwrap();
+    std::fs::remove_file(&newer).unwrap();
+}
+
+#[test]
+fn timeline_draws_an_svg() {
+    let path = temp("tl.log");
+    let svg = temp("tl.svg");
+    std::fs::write(&path, log_bytes()).unwrap();
+    let o = stm_log(&[
+        "timeline",
+        path.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("2 lanes"));
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(s.starts_with("<svg"), "{}", &s[..s.len().min(200)]);
+    assert!(s.contains("thread 1") && s.contains("thread 2"));
+    assert!(s.contains("(3x WRITE_READ)"));
+    // The three colours: committed, aborted, paused.
+    for colour in ["#2EA043", "#D62728", "#FF9900"] {
+        assert!(s.to_uppercase().contains(colour), "{colour} missing");
+    }
+    // A log without transactions has nothing to draw.
+    std::fs::write(&path, &log_bytes()[..24]).unwrap();
+    let o = stm_log(&[
+        "timeline",
+        path.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("nothing to draw"));
+    let o = stm_log(&["report", path.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert!(text(&o.stdout).contains("no conflicts"));
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&svg).unwrap();
+}
