@@ -1,1 +1,20 @@
-//! Benchmarks of the STM runtime (filled in by the benches issue).
+//! Benchmarks of the STM runtime: the workloads the criterion suites and the binaries share.
+//!
+//! - [`intset`]: TinySTM's integer sets (linked list, skip list, red-black tree, hash set) built
+//!   from `stm_core::TVar`s, and the same code behind a `Mutex` and an `RwLock`;
+//! - [`bank`]: accounts moved between by transfers, audited by whole-bank reads;
+//! - [`workload`]: running an operation on N threads for a fixed count, and timing it;
+//! - [`rng`]: the small generator the workloads draw keys from.
+//!
+//! ```
+//! use stm_benches::intset::{ConcurrentSet, IntSetWorkload, RbTree, StmSet};
+//! let w = IntSetWorkload::default(); // 256 elements, keys 0..512, 20% updates
+//! let set = StmSet::<RbTree>::new(w.range).unwrap();
+//! w.fill(&set, 1).unwrap();
+//! assert_eq!(set.check().unwrap().len(), 256);
+//! ```
+
+pub mod bank;
+pub mod intset;
+pub mod rng;
+pub mod workload;
