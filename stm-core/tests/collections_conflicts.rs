@@ -198,6 +198,53 @@ fn tqueue_push_and_pop_do_not_conflict_when_not_empty() {
     assert_eq!(atomically(|tx| q.try_pop(tx)), Some(30));
 }
 
+/// A queue into which the test thread pushed `pushed` elements and popped `popped`.
+fn queue_at(pushed: u32, popped: u32) -> Box<TQueue<u32>> {
+    let q = Box::new(TQueue::new());
+    atomically(|tx| (0..pushed).try_for_each(|i| q.push(tx, i)));
+    atomically(|tx| (0..popped).try_for_each(|_| q.pop(tx).map(drop)));
+    q
+}
+
+#[test]
+fn tqueue_ends_do_not_conflict_across_segment_boundaries() {
+    let _serial = serial();
+    // The producer starts a new segment while the consumer takes the last cell of the old one.
+    let q = queue_at(32, 31);
+    let n = attempts_of_a(
+        |tx| q.push(tx, 32),
+        |tx| q.pop(tx).map(|v| assert_eq!(v, 31)),
+    );
+    assert_eq!(n, 1);
+    // The consumer moves to the next segment while the producer fills it.
+    let q = queue_at(33, 32);
+    let n = attempts_of_a(
+        |tx| q.push(tx, 33),
+        |tx| q.pop(tx).map(|v| assert_eq!(v, 32)),
+    );
+    assert_eq!(n, 1);
+    let n = attempts_of_a(
+        |tx| q.pop(tx).map(|v| assert_eq!(v, 33)),
+        |tx| q.push(tx, 34),
+    );
+    assert_eq!(n, 1);
+    assert_eq!(atomically(|tx| q.len(tx)), 1);
+}
+
+#[test]
+fn tqueue_pop_on_empty_at_a_segment_boundary_conflicts_with_push() {
+    let _serial = serial();
+    let q = queue_at(32, 32);
+    let n = attempts_of_a(
+        |tx| {
+            q.try_pop(tx)?;
+            touch(tx)
+        },
+        |tx| q.push(tx, 7),
+    );
+    assert_eq!(n, 2);
+}
+
 #[test]
 fn tqueue_pop_on_empty_conflicts_with_push() {
     let _serial = serial();

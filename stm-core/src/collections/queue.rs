@@ -1,19 +1,26 @@
-//! [`TQueue`] (unbounded, a linked list) and [`TBoundedQueue`] (a ring of cells).
+//! [`TQueue`] (unbounded: a list of segments of cells) and [`TBoundedQueue`] (a ring of cells).
 //!
 //! # Why the two ends do not conflict
 //!
-//! **`TQueue`** is a singly linked list with a sentinel node:
+//! **`TQueue`** numbers its elements: `tail` is the index of the next push, `head` of the next
+//! pop, and element `i` lives in cell `i - base` of the segment whose `base <= i < base + SEG`.
+//! Segments are linked through `next`; `front.seg` is the segment of `head`, `back.seg` the
+//! segment of `tail`:
 //!
 //! ```text
-//! head ──> [sentinel] ──next──> [a] ──next──> [b] <── tail
+//! front (index, seg) ──> [base 0: cells 0..32] ──next──> [base 32: cells 0..32] <── back (index, seg)
 //! ```
 //!
-//! `push` reads `tail`, writes the last node's `next` and `tail`; `pop` reads `head` and the
-//! sentinel's `next`, and writes `head` (the first node becomes the new sentinel). The words a
-//! producer touches (`tail`, `last.next`) and those a consumer touches (`head`, `sentinel.next`)
-//! are disjoint unless the sentinel is the last node, which is exactly when the queue is empty:
-//! then the consumer, having read `sentinel.next == None`, either returns `None` (`try_pop`) or
-//! blocks (`pop` retries), and the producer's write of that `next` is what wakes it.
+//! `push` reads `back.index` and `back.seg`, writes cell `tail - base` (or, when the segment is
+//! full, its `next` and `back.seg`, with the element in the new segment's first cell) and
+//! `back.index`. `try_pop` reads `front.index`, `front.seg` and cell `head - base` (or, at the end
+//! of a segment, its `next`, and then writes `front.seg`), and writes `front.index`. A pop does
+//! not clear its cell: cells are used once, and a segment is freed when both ends have left it.
+//! The words a producer touches (`back.*`, cell `tail`, and `next` of the last segment) and those a
+//! consumer touches (`front.*`, cell `head`, `next` of the first segment once finished) are
+//! disjoint unless `head == tail`, which is exactly when the queue is empty: then the consumer,
+//! having read the vacant cell (or the missing `next`), returns `None` (`try_pop`) or blocks
+//! (`pop` retries), and the producer's write of that very word is what wakes it.
 //!
 //! **`TBoundedQueue`** is a ring of `capacity` cells with two counters: a producer reads `tail`
 //! and cell `tail % capacity`, and finds the queue full when that cell is still occupied; a
@@ -32,43 +39,65 @@ use crossbeam_utils::CachePadded;
 use std::sync::Arc;
 
 std::thread_local! {
-    /// An extra reference to every node pushed by this thread's transactions, until one of them
-    /// commits. A node pushed earlier in the same transaction is written (its `next`) by a later
-    /// push; if the transaction then aborts, the runtime frees its pending values, and a node
-    /// dropped there would drop a `TBox` that is still in the dying write set (the core's
-    /// `forget_pending` then meets a stale write-set index: see the `collections` tests'
-    /// `large_cancelled_transactions_leave_nothing_behind`). Holding the nodes here moves their
-    /// drop out of the runtime: to the after-commit action of this thread's next committing
-    /// push (or to thread exit). Nodes of an aborted attempt link to nothing published, so they
-    /// keep nothing else alive.
+    /// An extra reference to every segment created by this thread's transactions, until one of
+    /// them commits. A segment created earlier in a transaction has its cells written by later
+    /// pushes of the same transaction; if the transaction then aborts, the runtime frees its
+    /// pending values, and a segment dropped there would drop `TBox`es that are still in the
+    /// dying write set (the core's `forget_pending` then meets a stale write-set index: see the
+    /// `collections` test `large_cancelled_transactions_leave_nothing_behind`). Holding the
+    /// segments here moves their drop out of the runtime: to the after-commit action of this
+    /// thread's next committing transaction that creates a segment (or to thread exit). A segment
+    /// of an aborted attempt links to nothing published, so it keeps nothing else alive.
     static NURSERY: RefCell<Vec<Arc<dyn Any + Send + Sync>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Drops the nursery's references (from an after-commit action: outside any transaction).
 fn release_nursery() {
-    let nodes = NURSERY.with(|n| core::mem::take(&mut *n.borrow_mut()));
-    drop(nodes); // outside the borrow: a node's drop never reaches the nursery, but be plain
+    let segments = NURSERY.with(|n| core::mem::take(&mut *n.borrow_mut()));
+    drop(segments); // outside the borrow
 }
 
-struct Node<T: Send + Sync + 'static> {
-    /// Position in the queue: `tail.seq - head.seq` is the length.
-    seq: u64,
-    /// `None` only in the first sentinel; a popped node keeps its value until it is reclaimed.
-    value: Option<T>,
-    next: TBox<Option<Arc<Node<T>>>>,
+/// Cells per segment of a [`TQueue`].
+const SEG: usize = 32;
+
+struct Segment<T: Send + Sync + 'static> {
+    /// The index of the element in `cells[0]`.
+    base: u64,
+    /// Written once each, by the push of their index; never cleared.
+    cells: Box<[TBox<Option<T>>]>,
+    next: TBox<Option<Arc<Segment<T>>>>,
 }
 
-impl<T: Send + Sync + 'static> Drop for Node<T> {
+impl<T: Send + Sync + 'static> Segment<T> {
+    fn new(base: u64, first: Option<T>) -> Self {
+        let mut first = Some(first);
+        Segment {
+            base,
+            cells: (0..SEG)
+                .map(|_| TBox::new(first.take().flatten()))
+                .collect(),
+            next: TBox::new(None),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for Segment<T> {
     fn drop(&mut self) {
         // Unlink iteratively: dropping a long list recursively would overflow the stack.
         let mut next = self.next.get_mut().take();
         while let Some(n) = next {
             match Arc::try_unwrap(n) {
-                Ok(mut node) => next = node.next.get_mut().take(),
+                Ok(mut seg) => next = seg.next.get_mut().take(),
                 Err(_) => break, // still referenced elsewhere: its owner unlinks it later
             }
         }
     }
+}
+
+/// One end of a [`TQueue`]: the index of its next element and that element's segment.
+struct End<T: Send + Sync + 'static> {
+    index: TVar<u64>,
+    seg: TBox<Arc<Segment<T>>>,
 }
 
 /// An unbounded transactional FIFO queue; producers and consumers do not conflict with each
@@ -77,9 +106,11 @@ impl<T: Send + Sync + 'static> Drop for Node<T> {
 /// [`pop`](TQueue::pop) blocks while the queue is empty (it calls [`Tx::retry`], so the
 /// transaction sleeps until a `push` commits); [`try_pop`](TQueue::try_pop) returns `None`
 /// instead. Producers conflict with producers, and consumers with consumers (each end is one
-/// word); a producer and a consumer touch disjoint words unless the queue is empty (see the
-/// `collections::queue` source for the argument). Elements are returned by clone: queue
-/// `Arc`s for large or non-`Clone` values.
+/// index); a producer and a consumer touch disjoint words unless the queue is empty (see the
+/// `collections::queue` source for the argument). Elements live in segments of 32 cells;
+/// `pop` returns a clone of the element and leaves the cell as it is, so up to a segment's worth
+/// of popped elements stay allocated until both ends have left their segment. Queue `Arc`s for
+/// large or non-`Clone` values.
 ///
 /// ```
 /// use stm_core::{atomically, collections::TQueue};
@@ -97,8 +128,8 @@ impl<T: Send + Sync + 'static> Drop for Node<T> {
 /// assert_eq!(atomically(|tx| q.try_pop(tx)), None);
 /// ```
 pub struct TQueue<T: Send + Sync + 'static> {
-    head: CachePadded<TBox<Arc<Node<T>>>>,
-    tail: CachePadded<TBox<Arc<Node<T>>>>,
+    front: CachePadded<End<T>>,
+    back: CachePadded<End<T>>,
 }
 
 impl<T: Clone + Send + Sync + 'static> TQueue<T> {
@@ -109,14 +140,16 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// assert!(stm_core::atomically(|tx| q.is_empty(tx)));
     /// ```
     pub fn new() -> Self {
-        let sentinel = Arc::new(Node {
-            seq: 0,
-            value: None,
-            next: TBox::new(None),
-        });
+        let seg = Arc::new(Segment::new(0, None));
         TQueue {
-            head: CachePadded::new(TBox::new(sentinel.clone())),
-            tail: CachePadded::new(TBox::new(sentinel)),
+            front: CachePadded::new(End {
+                index: TVar::new(0),
+                seg: TBox::new(seg.clone()),
+            }),
+            back: CachePadded::new(End {
+                index: TVar::new(0),
+                seg: TBox::new(seg),
+            }),
         }
     }
 
@@ -129,19 +162,43 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// ```
     #[track_caller]
     pub fn push(&self, tx: &Tx, value: T) -> TxResult<()> {
-        let last = tx.read_box(&self.tail)?;
-        let node = Arc::new(Node {
-            seq: last.seq + 1,
-            value: Some(value),
-            next: TBox::new(None),
-        });
-        NURSERY.with(|n| {
-            n.borrow_mut()
-                .push(node.clone() as Arc<dyn Any + Send + Sync>)
-        });
-        tx.after_commit(release_nursery);
-        tx.write_box(&last.next, Some(node.clone()))?;
-        tx.write_box(&self.tail, node)
+        let t = tx.read(&self.back.index)?;
+        let seg = tx.read_box(&self.back.seg)?;
+        let offset = (t - seg.base) as usize;
+        if offset < SEG {
+            tx.write_box(&seg.cells[offset], Some(value))?;
+        } else {
+            // The last segment is full: start the next one with `value` in its first cell.
+            let new = Arc::new(Segment::new(t, Some(value)));
+            NURSERY.with(|n| {
+                n.borrow_mut()
+                    .push(new.clone() as Arc<dyn Any + Send + Sync>)
+            });
+            tx.after_commit(release_nursery);
+            tx.write_box(&seg.next, Some(new.clone()))?;
+            tx.write_box(&self.back.seg, new)?;
+        }
+        tx.write(&self.back.index, t + 1)
+    }
+
+    /// The front element's cell and index, moving `front.seg` past a finished segment (a
+    /// write, only when `advance`); `None` when the queue is empty.
+    #[track_caller]
+    fn front_cell<'a>(&'a self, tx: &'a Tx, advance: bool) -> TxResult<Option<(u64, &'a T)>> {
+        let h = tx.read(&self.front.index)?;
+        let mut seg = tx.read_box(&self.front.seg)?;
+        let mut offset = (h - seg.base) as usize;
+        if offset == SEG {
+            let Some(next) = tx.read_box(&seg.next)? else {
+                return Ok(None);
+            };
+            if advance {
+                tx.write_box(&self.front.seg, next.clone())?;
+            }
+            seg = next;
+            offset = 0;
+        }
+        Ok(tx.read_box(&seg.cells[offset])?.as_ref().map(|v| (h, v)))
     }
 
     /// Removes and returns the front element, or `None` when the queue is empty. Touches only
@@ -155,13 +212,12 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// ```
     #[track_caller]
     pub fn try_pop(&self, tx: &Tx) -> TxResult<Option<T>> {
-        let sentinel = tx.read_box(&self.head)?;
-        let Some(first) = tx.read_box(&sentinel.next)? else {
+        let Some((h, v)) = self.front_cell(tx, true)? else {
             return Ok(None);
         };
-        let value = first.value.clone();
-        tx.write_box(&self.head, first.clone())?;
-        Ok(value)
+        let v = v.clone();
+        tx.write(&self.front.index, h + 1)?;
+        Ok(Some(v))
     }
 
     /// Removes and returns the front element, blocking while the queue is empty: the
@@ -183,7 +239,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
         }
     }
 
-    /// A clone of the front element, without removing it.
+    /// A clone of the front element, without removing it. Reads only the front.
     ///
     /// ```
     /// let q = stm_core::collections::TQueue::new();
@@ -193,11 +249,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// ```
     #[track_caller]
     pub fn peek(&self, tx: &Tx) -> TxResult<Option<T>> {
-        let sentinel = tx.read_box(&self.head)?;
-        Ok(tx
-            .read_box(&sentinel.next)?
-            .as_ref()
-            .and_then(|n| n.value.clone()))
+        Ok(self.front_cell(tx, false)?.map(|(_, v)| v.clone()))
     }
 
     /// Whether the queue is empty. Reads only the front.
@@ -208,8 +260,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// ```
     #[track_caller]
     pub fn is_empty(&self, tx: &Tx) -> TxResult<bool> {
-        let sentinel = tx.read_box(&self.head)?;
-        Ok(tx.read_box(&sentinel.next)?.is_none())
+        Ok(self.front_cell(tx, false)?.is_none())
     }
 
     /// The number of elements. Reads both ends, so it conflicts with producers and consumers.
@@ -221,9 +272,9 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// ```
     #[track_caller]
     pub fn len(&self, tx: &Tx) -> TxResult<usize> {
-        let front = tx.read_box(&self.head)?.seq;
-        let back = tx.read_box(&self.tail)?.seq;
-        Ok((back - front) as usize)
+        let h = tx.read(&self.front.index)?;
+        let t = tx.read(&self.back.index)?;
+        Ok((t - h) as usize)
     }
 }
 
