@@ -16,5 +16,6 @@
 
 pub mod bank;
 pub mod intset;
+pub mod loadgen;
 pub mod rng;
 pub mod workload;
