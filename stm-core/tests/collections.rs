@@ -375,3 +375,28 @@ fn a_long_queue_drops_without_overflowing_the_stack() {
     assert_eq!(atomically(|tx| q.len(tx)), 100_000);
     drop(q);
 }
+
+#[test]
+fn tmap_grows_after_an_inevitable_transaction_and_not_after_a_cancelled_one() {
+    let map = TMap::with_buckets(1);
+    let r: Result<(), ()> = try_atomically(|tx| {
+        for i in 0..64u32 {
+            map.insert(tx, i, i)?;
+        }
+        Err(TxError::User(()))
+    });
+    assert_eq!(r, Err(()));
+    assert_eq!(
+        map.buckets(),
+        1,
+        "a cancelled transaction leaves no growth behind"
+    );
+    stm_core::inevitably(|tx| {
+        for i in 0..64u32 {
+            map.insert(tx, i, i).unwrap();
+        }
+    });
+    // The growth ran after the inevitable commit, as a transaction of its own.
+    assert!(map.buckets() >= 64, "buckets: {}", map.buckets());
+    assert_eq!(atomically(|tx| map.len(tx)), 64);
+}
