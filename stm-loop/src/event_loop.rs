@@ -1,0 +1,466 @@
+//! [`EventLoop`]: the article's modified Tornado loop.
+//!
+//! ```text
+//! loop {
+//!     move due timers to the callbacks
+//!     run all pending callbacks as one batch          (TransactionQueue::run)
+//!     poll the source (no wait if callbacks are pending, else until the next timer)
+//!     run the handlers of all ready tokens as one batch
+//! }
+//! ```
+//!
+//! Callbacks and handlers are transactions: they run in parallel, and the result is as if they
+//! had run one at a time. Their output goes through [`Tx::after_commit`] (or an inevitable
+//! transaction), so no I/O is ever rolled back; their input (bytes read from a socket) must be
+//! kept outside the transaction by the handler, so that an attempt that runs again does not
+//! read again (see `docs/guide.md`).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use stm_core::{Tx, TxResult};
+
+use crate::queue::{RunStats, TaskPanic, TransactionQueue};
+use crate::source::{EventSource, Readiness};
+
+type Callback = Box<dyn FnMut(&mut Tx) -> TxResult<()> + Send + 'static>;
+type Handler = Box<dyn FnMut(&mut Tx, Readiness) -> TxResult<()> + Send + 'static>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a few container operations that cannot leave the data
+    // inconsistent; a handler that panicked while holding its own mutex is reported by the
+    // batch, and its state is the user's to judge.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Identifies a timer, for [`LoopHandle::cancel_timer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerId(u64);
+
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    pending: HashMap<u64, Callback>,
+}
+
+struct LoopInner {
+    callbacks: Mutex<Vec<Callback>>,
+    timers: Mutex<Timers>,
+    handlers: Mutex<HashMap<usize, Arc<Mutex<Handler>>>>,
+    stop: AtomicBool,
+    next_timer: AtomicU64,
+    wake: Box<dyn Fn() -> io::Result<()> + Send + Sync>,
+}
+
+/// A thread-safe handle to an [`EventLoop`]: add callbacks, timers and handlers, stop it.
+///
+/// Everything takes effect at once, from any thread. Inside a transaction, call these from
+/// [`Tx::after_commit`], so that an attempt that is rolled back leaves nothing behind:
+///
+/// ```
+/// # use stm_loop::{EventLoop, ScriptedSource};
+/// # let ev = EventLoop::with_workers(ScriptedSource::new(), 1);
+/// let h = ev.handle();
+/// ev.handle().add_callback(move |tx| {
+///     let h = h.clone();
+///     tx.after_commit(move || h.stop());
+///     Ok(())
+/// });
+/// ```
+#[derive(Clone)]
+pub struct LoopHandle {
+    inner: Arc<LoopInner>,
+}
+
+impl fmt::Debug for LoopHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoopHandle")
+            .field("stopped", &self.is_stopping())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoopHandle {
+    /// Runs `f` as a transaction in the next callback batch.
+    pub fn add_callback(&self, f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static) {
+        lock(&self.inner.callbacks).push(Box::new(f));
+        self.wake();
+    }
+
+    /// Runs `f` in the first callback batch after `delay` has passed.
+    pub fn call_later(
+        &self,
+        delay: Duration,
+        f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static,
+    ) -> TimerId {
+        let now = Instant::now();
+        // A delay too long to represent is "never" in practice: park it far ahead.
+        let at = now
+            .checked_add(delay)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 100));
+        self.call_at(at, f)
+    }
+
+    /// Runs `f` in the first callback batch at or after `at`.
+    pub fn call_at(
+        &self,
+        at: Instant,
+        f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static,
+    ) -> TimerId {
+        // Relaxed: ids only need to be unique, which the RMW guarantees.
+        let id = self.inner.next_timer.fetch_add(1, Ordering::Relaxed);
+        let mut t = lock(&self.inner.timers);
+        t.heap.push(Reverse((at, id)));
+        t.pending.insert(id, Box::new(f));
+        drop(t);
+        self.wake();
+        TimerId(id)
+    }
+
+    /// Cancels a timer that has not fired yet; returns whether it was still pending.
+    pub fn cancel_timer(&self, id: TimerId) -> bool {
+        lock(&self.inner.timers).pending.remove(&id.0).is_some()
+    }
+
+    /// Sets the handler for `token` (replacing any previous one). It runs as a transaction
+    /// whenever the source reports the token ready.
+    pub fn set_handler(
+        &self,
+        token: usize,
+        h: impl FnMut(&mut Tx, Readiness) -> TxResult<()> + Send + 'static,
+    ) {
+        lock(&self.inner.handlers).insert(token, Arc::new(Mutex::new(Box::new(h))));
+    }
+
+    /// Removes the handler for `token`; returns whether there was one.
+    pub fn remove_handler(&self, token: usize) -> bool {
+        lock(&self.inner.handlers).remove(&token).is_some()
+    }
+
+    /// The number of handlers registered.
+    pub fn handlers(&self) -> usize {
+        lock(&self.inner.handlers).len()
+    }
+
+    /// Asks the loop to stop: [`EventLoop::run`] returns after the current turn.
+    pub fn stop(&self) {
+        // Release: pairs with the Acquire load in `EventLoop::run`; nothing else depends on it.
+        self.inner.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Whether a stop was asked for and `run` has not returned yet.
+    pub fn is_stopping(&self) -> bool {
+        // Acquire: pairs with the Release in `stop`.
+        self.inner.stop.load(Ordering::Acquire)
+    }
+
+    /// Interrupts the source's poll.
+    pub fn wake(&self) {
+        if let Err(e) = (self.inner.wake)() {
+            tracing::warn!(error = %e, "stm-loop: waking the event source failed");
+        }
+    }
+}
+
+/// What one turn did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TurnStats {
+    /// The callback batch (timers that fired included).
+    pub callbacks: RunStats,
+    /// Ready records returned by the poll.
+    pub events: usize,
+    /// The handler batch.
+    pub handlers: RunStats,
+}
+
+/// An event loop whose callbacks and handlers run as parallel transactions.
+///
+/// ```
+/// use stm_core::TVar;
+/// use stm_loop::{EventLoop, Readiness, ScriptedSource};
+/// use std::sync::Arc;
+///
+/// let source = ScriptedSource::new();
+/// let script = source.handle();
+/// let mut ev = EventLoop::with_workers(source, 2);
+/// let seen = Arc::new(TVar::new(0u64));
+/// for token in 0..4 {
+///     let seen = seen.clone();
+///     ev.handle().set_handler(token, move |tx, r| tx.modify(&seen, |s| s + r.token as u64 + 1).map(drop));
+/// }
+/// script.push((0..4).map(|token| Readiness { token, readable: true, ..Default::default() }).collect());
+/// let turn = ev.run_once(None)?;
+/// assert_eq!(turn.handlers.commits, 4);
+/// assert_eq!(seen.load(), 10);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct EventLoop<S: EventSource> {
+    source: S,
+    queue: TransactionQueue,
+    inner: Arc<LoopInner>,
+    events: Vec<Readiness>,
+    turns: u64,
+}
+
+impl<S: EventSource> fmt::Debug for EventLoop<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("queue", &self.queue)
+            .field("turns", &self.turns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: EventSource> EventLoop<S> {
+    /// A loop over `source` with one worker per core.
+    pub fn new(source: S) -> Self {
+        Self::with_queue(source, TransactionQueue::new())
+    }
+
+    /// A loop over `source` with `workers` workers (the loop's thread is one of them).
+    pub fn with_workers(source: S, workers: usize) -> Self {
+        Self::with_queue(source, TransactionQueue::with_workers(workers))
+    }
+
+    /// A loop over `source` running its batches on `queue` (ordered or not).
+    ///
+    /// If the environment sets `STM_LOG`, the conflict log is recorded there (see
+    /// `docs/guide.md`).
+    pub fn with_queue(source: S, queue: TransactionQueue) -> Self {
+        crate::init_conflict_log();
+        let waker = source.waker();
+        let inner = Arc::new(LoopInner {
+            callbacks: Mutex::new(Vec::new()),
+            timers: Mutex::new(Timers::default()),
+            handlers: Mutex::new(HashMap::new()),
+            stop: AtomicBool::new(false),
+            next_timer: AtomicU64::new(0),
+            wake: Box::new(move || S::wake(&waker)),
+        });
+        EventLoop {
+            source,
+            queue,
+            inner,
+            events: Vec::new(),
+            turns: 0,
+        }
+    }
+
+    /// The thread-safe handle.
+    pub fn handle(&self) -> LoopHandle {
+        LoopHandle {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The source (for registering with it).
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// The source, mutably.
+    pub fn source_mut(&mut self) -> &mut S {
+        &mut self.source
+    }
+
+    /// The queue the batches run on.
+    pub fn queue(&self) -> &TransactionQueue {
+        &self.queue
+    }
+
+    /// Turns run so far.
+    pub fn turns(&self) -> u64 {
+        self.turns
+    }
+
+    /// Shorthand for [`LoopHandle::add_callback`].
+    pub fn add_callback(&self, f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static) {
+        self.handle().add_callback(f);
+    }
+
+    /// Shorthand for [`LoopHandle::call_later`].
+    pub fn call_later(
+        &self,
+        delay: Duration,
+        f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static,
+    ) -> TimerId {
+        self.handle().call_later(delay, f)
+    }
+
+    /// Shorthand for [`LoopHandle::call_at`].
+    pub fn call_at(
+        &self,
+        at: Instant,
+        f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static,
+    ) -> TimerId {
+        self.handle().call_at(at, f)
+    }
+
+    /// Shorthand for [`LoopHandle::set_handler`].
+    pub fn set_handler(
+        &self,
+        token: usize,
+        h: impl FnMut(&mut Tx, Readiness) -> TxResult<()> + Send + 'static,
+    ) {
+        self.handle().set_handler(token, h);
+    }
+
+    /// Runs turns until [`LoopHandle::stop`] is called, then clears the stop request (so the
+    /// loop can be run again) and returns. An error of the source ends the loop with it.
+    ///
+    /// A callback or handler that panics does not stop the loop: its batch finishes, the panic
+    /// is reported as a `tracing` error event, and the next turn starts.
+    pub fn run(&mut self) -> io::Result<()> {
+        // Acquire: pairs with the Release in `LoopHandle::stop`.
+        while !self.inner.stop.load(Ordering::Acquire) {
+            self.run_once(None)?;
+        }
+        self.inner.stop.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// One turn. `max_wait` bounds the poll's wait (`None`: until an event, a timer or a wake).
+    pub fn run_once(&mut self, max_wait: Option<Duration>) -> io::Result<TurnStats> {
+        self.turns += 1;
+        let span = tracing::debug_span!("turn", n = self.turns);
+        let _enter = span.enter();
+        let mut stats = TurnStats::default();
+
+        // 1. Due timers join the callbacks; 2. run the callbacks as one batch.
+        let now = Instant::now();
+        self.fire_due_timers(now);
+        let callbacks = std::mem::take(&mut *lock(&self.inner.callbacks));
+        if !callbacks.is_empty() {
+            let span = tracing::debug_span!("batch", kind = "callbacks", tasks = callbacks.len());
+            let _e = span.enter();
+            for cb in callbacks {
+                self.queue.add(cb);
+            }
+            stats.callbacks = report(self.queue.try_run(), "callback");
+        }
+
+        // 3. Poll: not at all if callbacks are pending or a stop was asked, else until the next
+        //    timer (or `max_wait`).
+        // Acquire: pairs with the Release in `LoopHandle::stop`.
+        let stopping = self.inner.stop.load(Ordering::Acquire);
+        let timeout = if stopping || !lock(&self.inner.callbacks).is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            let next = self.next_deadline();
+            let until_timer = next.map(|at| at.saturating_duration_since(Instant::now()));
+            match (until_timer, max_wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        self.events.clear();
+        {
+            let _p =
+                tracing::trace_span!("poll", timeout_us = timeout.map(|t| t.as_micros() as u64))
+                    .entered();
+            self.source.poll(&mut self.events, timeout)?;
+        }
+        stats.events = self.events.len();
+
+        // 4. The handlers of all ready tokens as one batch (one run per token, flags merged).
+        if !self.events.is_empty() {
+            let mut merged: Vec<Readiness> = Vec::with_capacity(self.events.len());
+            let mut index: HashMap<usize, usize> = HashMap::with_capacity(self.events.len());
+            for r in &self.events {
+                match index.get(&r.token) {
+                    Some(&i) => merged[i].merge(r),
+                    None => {
+                        index.insert(r.token, merged.len());
+                        merged.push(*r);
+                    }
+                }
+            }
+            let handlers = lock(&self.inner.handlers);
+            let mut added = 0usize;
+            for r in merged {
+                if let Some(h) = handlers.get(&r.token) {
+                    let h = h.clone();
+                    self.queue.add(move |tx| {
+                        let mut h = lock(&h);
+                        (*h)(tx, r)
+                    });
+                    added += 1;
+                } else {
+                    tracing::trace!(
+                        token = r.token,
+                        "stm-loop: event for a token with no handler"
+                    );
+                }
+            }
+            drop(handlers);
+            if added > 0 {
+                let span = tracing::debug_span!("batch", kind = "handlers", tasks = added);
+                let _e = span.enter();
+                stats.handlers = report(self.queue.try_run(), "handler");
+            }
+        }
+        Ok(stats)
+    }
+
+    fn fire_due_timers(&self, now: Instant) {
+        let mut t = lock(&self.inner.timers);
+        let mut due = Vec::new();
+        while let Some(Reverse((at, id))) = t.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            t.heap.pop();
+            if let Some(cb) = t.pending.remove(&id) {
+                due.push(cb);
+            }
+        }
+        drop(t);
+        if !due.is_empty() {
+            lock(&self.inner.callbacks).extend(due);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut t = lock(&self.inner.timers);
+        // Drop cancelled timers from the top, so they do not shorten the wait.
+        while let Some(Reverse((at, id))) = t.heap.peek().copied() {
+            if t.pending.contains_key(&id) {
+                return Some(at);
+            }
+            t.heap.pop();
+        }
+        None
+    }
+}
+
+impl<S: EventSource> Drop for EventLoop<S> {
+    /// Drops every handler, callback and timer: they often hold handles to the loop (a cycle
+    /// through [`LoopHandle`]) and the sockets they serve, which close now.
+    fn drop(&mut self) {
+        let handlers = std::mem::take(&mut *lock(&self.inner.handlers));
+        let callbacks = std::mem::take(&mut *lock(&self.inner.callbacks));
+        let timers = std::mem::take(&mut *lock(&self.inner.timers));
+        drop((handlers, callbacks, timers));
+    }
+}
+
+fn report(r: Result<RunStats, TaskPanic>, what: &str) -> RunStats {
+    match r {
+        Ok(s) => s,
+        Err(p) => {
+            tracing::error!(
+                panics = p.stats().panics,
+                first = p.message().unwrap_or("(non-string payload)"),
+                "stm-loop: a {what} panicked; the rest of its batch ran"
+            );
+            p.stats()
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! TransactionQueue semantics: exactly once, ordered = serial, tasks adding tasks, panics,
+//! many small runs. Every test is bounded by operation counts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use stm_core::{TBox, TVar};
+use stm_loop::{Spawner, TransactionQueue};
+
+#[test]
+fn every_task_runs_exactly_once() {
+    for workers in [1, 2, 4] {
+        let n = 2_000usize;
+        // A committed-side count per task (transactional) and an after-commit count.
+        let marks: Arc<Vec<TVar<u32>>> = Arc::new((0..n).map(|_| TVar::new(0)).collect());
+        let after: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+        let hot = Arc::new(TVar::new(0u64));
+        let mut q = TransactionQueue::with_workers(workers);
+        for i in 0..n {
+            let (marks, after, hot) = (marks.clone(), after.clone(), hot.clone());
+            q.add(move |tx| {
+                tx.modify(&marks[i], |m| m + 1)?;
+                tx.modify(&hot, |h| h + 1)?; // a real conflict between every pair of tasks
+                let after = after.clone();
+                tx.after_commit(move || {
+                    after[i].fetch_add(1, Ordering::Relaxed);
+                });
+                Ok(())
+            });
+        }
+        let stats = q.run();
+        assert_eq!(stats.tasks, n as u64);
+        assert_eq!(stats.commits, n as u64);
+        assert_eq!(stats.panics, 0);
+        assert_eq!(hot.load(), n as u64);
+        for i in 0..n {
+            assert_eq!(
+                marks[i].load(),
+                1,
+                "task {i} committed {} times",
+                marks[i].load()
+            );
+            assert_eq!(after[i].load(Ordering::Relaxed), 1);
+        }
+        assert_eq!(q.pending(), 0);
+    }
+}
+
+#[test]
+fn workers_persist_and_queue_is_reusable() {
+    let mut q = TransactionQueue::with_workers(2);
+    assert_eq!(q.workers(), 2);
+    let threads = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    for _ in 0..50 {
+        for _ in 0..64 {
+            let threads = threads.clone();
+            q.add(move |tx| {
+                let threads = threads.clone();
+                tx.after_commit(move || {
+                    threads.lock().unwrap().insert(std::thread::current().id());
+                });
+                Ok(())
+            });
+        }
+        assert_eq!(q.run().commits, 64);
+    }
+    // The caller plus at most one helper, however many runs: threads are kept, not respawned.
+    assert!(threads.lock().unwrap().len() <= 2);
+}
+
+/// The ordered outcome must equal the serial loop: each task appends its id to a shared log
+/// and mixes it into a non-commutative hash.
+#[test]
+fn ordered_mode_equals_the_serial_order() {
+    for workers in [1, 2, 3] {
+        let n = 500u64;
+        let hash = Arc::new(TVar::new(17u64));
+        let log = Arc::new(TBox::new(Vec::<u64>::new()));
+        let mut q = TransactionQueue::with_workers(workers).ordered(true);
+        assert!(q.is_ordered());
+        for i in 0..n {
+            let (hash, log) = (hash.clone(), log.clone());
+            q.add(move |tx| {
+                // Some private work first, so bodies overlap.
+                let mut x = i;
+                for _ in 0..200 {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                std::hint::black_box(x);
+                tx.modify(&hash, |h| h.wrapping_mul(31).wrapping_add(i))?;
+                let mut l = tx.read_box(&log)?.clone();
+                l.push(i);
+                tx.write_box(&log, l)?;
+                Ok(())
+            });
+        }
+        q.run();
+        let mut expect = 17u64;
+        for i in 0..n {
+            expect = expect.wrapping_mul(31).wrapping_add(i);
+        }
+        assert_eq!(hash.load(), expect, "workers = {workers}");
+        assert_eq!(log.load(), (0..n).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn ordered_after_commit_actions_run_in_add_order() {
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut q = TransactionQueue::with_workers(2).ordered(true);
+    for i in 0..300u32 {
+        let order = order.clone();
+        q.add(move |tx| {
+            let order = order.clone();
+            tx.after_commit(move || order.lock().unwrap().push(i));
+            Ok(())
+        });
+    }
+    q.run();
+    assert_eq!(*order.lock().unwrap(), (0..300).collect::<Vec<_>>());
+}
+
+/// Serial FIFO semantics with added tasks: a task's additions go to the end of the order.
+#[test]
+fn ordered_mode_with_added_tasks_equals_the_fifo_loop() {
+    fn add_node(q: &Spawner, log: Arc<TBox<Vec<u32>>>, id: u32) {
+        q.add_with(move |tx, s| node(tx, s, &log, id));
+    }
+    fn node(
+        tx: &mut stm_core::Tx,
+        s: &Spawner,
+        log: &Arc<TBox<Vec<u32>>>,
+        id: u32,
+    ) -> stm_core::TxResult<()> {
+        let mut l = tx.read_box(log)?.clone();
+        l.push(id);
+        tx.write_box(log, l)?;
+        if id < 100 {
+            add_node(s, log.clone(), id * 2 + 100);
+            add_node(s, log.clone(), id * 2 + 101);
+        }
+        Ok(())
+    }
+    // The serial FIFO loop, by hand.
+    let mut expect = Vec::new();
+    let mut fifo: std::collections::VecDeque<u32> = (0..10).collect();
+    while let Some(id) = fifo.pop_front() {
+        expect.push(id);
+        if id < 100 {
+            fifo.push_back(id * 2 + 100);
+            fifo.push_back(id * 2 + 101);
+        }
+    }
+    for workers in [1, 2] {
+        let log = Arc::new(TBox::new(Vec::new()));
+        let mut q = TransactionQueue::with_workers(workers).ordered(true);
+        for id in 0..10 {
+            let log = log.clone();
+            q.add_with(move |tx, s| node(tx, s, &log, id));
+        }
+        let stats = q.run();
+        assert_eq!(stats.tasks, expect.len() as u64);
+        assert_eq!(log.load(), expect, "workers = {workers}");
+    }
+}
+
+#[test]
+fn tasks_adding_tasks_run_in_the_same_run() {
+    let count = Arc::new(TVar::new(0u64));
+    let mut q = TransactionQueue::with_workers(2);
+    // One root; each task below depth 10 adds two children: 2^11 - 1 tasks.
+    fn tree(s: &Spawner, count: Arc<TVar<u64>>, depth: u32) {
+        s.add_with(move |tx, s| {
+            tx.modify(&count, |c| c + 1)?;
+            if depth < 10 {
+                tree(s, count.clone(), depth + 1);
+                tree(s, count.clone(), depth + 1);
+            }
+            Ok(())
+        });
+    }
+    let c = count.clone();
+    q.add_with(move |tx, s| {
+        tx.modify(&c, |c| c + 1)?;
+        tree(s, c.clone(), 1);
+        tree(s, c.clone(), 1);
+        Ok(())
+    });
+    let stats = q.run();
+    assert_eq!(count.load(), (1 << 11) - 1);
+    assert_eq!(stats.tasks, (1 << 11) - 1);
+    assert_eq!(stats.commits, stats.tasks);
+}
+
+/// Additions of an attempt that aborts are dropped with it: each committed task adds exactly
+/// one child, however often it ran.
+#[test]
+fn additions_of_aborted_attempts_are_dropped() {
+    let hot = Arc::new(TVar::new(0u64));
+    let children = Arc::new(TVar::new(0u64));
+    let mut q = TransactionQueue::with_workers(2);
+    for _ in 0..400 {
+        let (hot, children) = (hot.clone(), children.clone());
+        q.add_with(move |tx, s| {
+            let h = tx.read(&hot)?;
+            std::hint::black_box((0..100).sum::<u64>());
+            tx.write(&hot, h + 1)?;
+            let children = children.clone();
+            s.add(move |tx| tx.modify(&children, |c| c + 1).map(drop));
+            Ok(())
+        });
+    }
+    let stats = q.run();
+    assert_eq!(hot.load(), 400);
+    assert_eq!(children.load(), 400);
+    assert_eq!(stats.tasks, 800);
+}
+
+#[test]
+fn a_panicking_task_does_not_stop_the_others() {
+    for (workers, ordered) in [(1, false), (2, false), (2, true)] {
+        let done = Arc::new(TVar::new(0u64));
+        let mut q = TransactionQueue::with_workers(workers).ordered(ordered);
+        for i in 0..100u64 {
+            let done = done.clone();
+            q.add(move |tx| {
+                if i == 37 || i == 80 {
+                    panic!("task {i} failed");
+                }
+                tx.modify(&done, |d| d + 1)?;
+                Ok(())
+            });
+        }
+        let err = q.try_run().expect_err("two tasks panicked");
+        assert_eq!(done.load(), 98);
+        assert_eq!(err.stats().panics, 2);
+        assert_eq!(err.stats().commits, 98);
+        let msg = err.message().unwrap().to_string();
+        assert!(msg == "task 37 failed" || msg == "task 80 failed", "{msg}");
+        assert!(err.to_string().contains("2 of 100 tasks panicked"));
+
+        // The queue is still usable, and `run` re-raises.
+        let d = done.clone();
+        q.add(move |tx| tx.modify(&d, |x| x + 1).map(drop));
+        assert_eq!(q.run().commits, 1);
+        assert_eq!(done.load(), 99);
+        q.add(|_| panic!("again"));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.run()));
+        let payload = r.expect_err("run re-raises the panic");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"again"));
+        assert_eq!(q.last_stats().panics, 1);
+        q.add(|_| Ok(()));
+        assert_eq!(q.run().commits, 1);
+    }
+}
+
+#[test]
+fn a_panicking_task_discards_its_writes() {
+    let v = Arc::new(TVar::new(0u64));
+    let mut q = TransactionQueue::with_workers(2);
+    let v2 = v.clone();
+    q.add(move |tx| {
+        tx.write(&v2, 99)?;
+        panic!("after the write");
+    });
+    assert!(q.try_run().is_err());
+    assert_eq!(v.load(), 0);
+}
+
+#[test]
+fn thousands_of_empty_and_tiny_runs() {
+    let mut q = TransactionQueue::with_workers(2);
+    for _ in 0..3_000 {
+        assert_eq!(q.run().tasks, 0);
+    }
+    let v = Arc::new(TVar::new(0u64));
+    for i in 0..3_000u64 {
+        let k = i % 3 + 1;
+        for _ in 0..k {
+            let v = v.clone();
+            q.add(move |tx| tx.modify(&v, |x| x + 1).map(drop));
+        }
+        assert_eq!(q.run().commits, k);
+    }
+    assert_eq!(v.load(), 6_000);
+}
+
+#[test]
+fn a_big_batch_of_empty_tasks() {
+    let mut q = TransactionQueue::with_workers(2);
+    for _ in 0..20 {
+        for _ in 0..10_000 {
+            q.add(|_| Ok(()));
+        }
+        let s = q.run();
+        assert_eq!((s.tasks, s.commits, s.panics), (10_000, 10_000, 0));
+    }
+}
+
+#[test]
+fn zero_workers_means_one() {
+    let mut q = TransactionQueue::with_workers(0);
+    assert_eq!(q.workers(), 1);
+    q.add(|_| Ok(()));
+    assert_eq!(q.run().commits, 1);
+}
+
+#[test]
+fn conflicts_are_counted_as_aborts() {
+    // Two workers hammer one word with tasks that take a while between read and write; some
+    // attempt must abort unless the scheduler serialised them all, so only check consistency.
+    let hot = Arc::new(TVar::new(0u64));
+    let mut q = TransactionQueue::with_workers(2);
+    for _ in 0..1_000 {
+        let hot = hot.clone();
+        q.add(move |tx| {
+            let h = tx.read(&hot)?;
+            std::hint::black_box((0..200u64).sum::<u64>());
+            tx.write(&hot, h + 1)?;
+            Ok(())
+        });
+    }
+    let s = q.run();
+    assert_eq!(hot.load(), 1_000);
+    assert_eq!(s.commits, 1_000);
+    let core = stm_core::stats();
+    assert!(core.aborts() >= s.aborts);
+}
