@@ -172,36 +172,41 @@ fn read10_write1(c: &mut Criterion) {
 struct Padded<T>(T);
 
 /// Runs `iters` increments on each of `threads` threads, each on its own word, and returns the
-/// wall time from the common start to the last thread's end.
+/// wall time from the first thread's start to the last thread's end (each thread times itself:
+/// the spawning thread may be descheduled after the barrier).
 fn disjoint_run<W: Sync>(
     words: &[Padded<W>],
     threads: usize,
     iters: u64,
     op: impl Fn(&W) + Sync,
 ) -> Duration {
-    let start = Barrier::new(threads + 1);
-    std::thread::scope(|s| {
+    let start = Barrier::new(threads);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
         let handles: Vec<_> = words[..threads]
             .iter()
             .map(|w| {
                 let (start, op) = (&start, &op);
                 s.spawn(move || {
                     start.wait();
+                    let t0 = Instant::now();
                     for _ in 0..iters {
                         op(&w.0);
                     }
+                    (t0, Instant::now())
                 })
             })
             .collect();
-        start.wait();
-        let t0 = Instant::now();
-        for h in handles {
-            if let Err(p) = h.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        t0.elapsed()
-    })
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let first = spans.iter().map(|s| s.0).min();
+    let last = spans.iter().map(|s| s.1).max();
+    match (first, last) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a),
+        _ => Duration::ZERO,
+    }
 }
 
 fn disjoint(c: &mut Criterion) {

@@ -14,34 +14,41 @@ where
     F: Fn(usize, &mut Rng) + Sync,
 {
     let threads = threads.max(1);
-    let start = Barrier::new(threads + 1);
-    std::thread::scope(|s| {
+    let start = Barrier::new(threads);
+    // Each thread times itself from the common start: the spawning thread may be descheduled
+    // after the barrier (threads >= cores), so it cannot take the start time for them.
+    let spans: Vec<std::thread::Result<(Instant, Instant)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (start, op) = (&start, &op);
                 s.spawn(move || {
                     let mut rng = Rng::new(seed ^ (t as u64).wrapping_mul(0x9E37_79B9));
                     start.wait();
+                    let t0 = Instant::now();
                     for _ in 0..ops {
                         op(t, &mut rng);
                     }
+                    (t0, Instant::now())
                 })
             })
             .collect();
-        start.wait();
-        let t0 = Instant::now();
-        let mut panic = None;
-        for h in handles {
-            if let Err(p) = h.join() {
-                panic = Some(p);
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    let mut first: Option<Instant> = None;
+    let mut last: Option<Instant> = None;
+    for span in spans {
+        match span {
+            Ok((a, b)) => {
+                first = Some(first.map_or(a, |f| f.min(a)));
+                last = Some(last.map_or(b, |l| l.max(b)));
             }
+            Err(p) => std::panic::resume_unwind(p),
         }
-        let elapsed = t0.elapsed();
-        if let Some(p) = panic {
-            std::panic::resume_unwind(p);
-        }
-        elapsed
-    })
+    }
+    match (first, last) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a),
+        _ => Duration::ZERO,
+    }
 }
 
 /// Operations per second for `ops` operations done in `elapsed`.
