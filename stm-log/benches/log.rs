@@ -1,7 +1,8 @@
 //! Benchmarks of the conflict log.
 //!
 //! - `conflict_free_tx`: one thread, a transaction that reads and writes one private `TVar`
-//!   (never a conflict): with no recorder installed, with the recorder writing to `/dev/null`
+//!   (never a conflict): with no recorder installed, with a sink that does nothing (stm-core's
+//!   own cost of a sink: it reads the clock at every event), with the recorder writing to `/dev/null`
 //!   (the cost on the transaction's thread: clock reads, encoding, the per-thread ring, with the
 //!   file writes on the background flusher), and with the recorder writing a real file in the
 //!   temporary directory. Target: recorder on at most 1.25x the time with no recorder.
@@ -9,7 +10,10 @@
 //!   transaction a start and a commit, every 8th attempt aborted by one of 6 conflict groups,
 //!   every 32nd with a pause). Target: under 5 s.
 //!
-//! Run: `cargo bench -p stm-log --bench log`.
+//! - `instant_now`: one `Instant::now()`, for scale.
+//! - `recorder_start_and_commit_events`: the recorder alone, the two events of a transaction.
+//!
+//! Run: `cargo bench -p stm-log --bench log` (a filter such as `-- conflict_free` runs one group).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -19,12 +23,63 @@ use std::time::Duration;
 use stm_core::{ConflictKind, TVar, atomically};
 use stm_log::{AbortReason, ConflictSides, LogGuard, LogWriter, Record, Report};
 
+/// A sink that does nothing: isolates stm-core's own cost of having a sink.
+struct NoopSink;
+
+impl stm_core::EventSink for NoopSink {
+    fn event(&self, e: &stm_core::Event) {
+        black_box(e);
+    }
+}
+
+/// The cost of one monotonic clock read, which stm-core pays several times per transaction
+/// when a sink is installed.
+fn clock(c: &mut Criterion) {
+    c.bench_function("instant_now", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
+    });
+}
+
+/// The recorder alone, without stm-core: one start and one commit event (what every
+/// transaction delivers) through `Recorder::event`, to `/dev/null`.
+fn recorder_events(c: &mut Criterion) {
+    use stm_core::{Event, EventKind, EventSink};
+    let rec = stm_log::Recorder::create("/dev/null").expect("recorder");
+    let t = rec.start() + Duration::from_millis(1);
+    let start = Event {
+        thread: 1,
+        time: t,
+        kind: EventKind::Start { inevitable: false },
+    };
+    let commit = Event {
+        thread: 1,
+        time: t + Duration::from_nanos(80),
+        kind: EventKind::Commit {
+            read_only: false,
+            duration: Duration::from_nanos(80),
+        },
+    };
+    c.bench_function("recorder_start_and_commit_events", |b| {
+        b.iter(|| {
+            rec.event(black_box(&start));
+            rec.event(black_box(&commit));
+        })
+    });
+    rec.close().expect("close");
+}
+
 fn conflict_free(c: &mut Criterion) {
     let mut g = c.benchmark_group("conflict_free_tx");
     g.measurement_time(Duration::from_secs(3));
     let v = TVar::new(0u64);
     let tx = || atomically(|tx| tx.modify(&v, |x| x.wrapping_add(1)));
     g.bench_function("no_recorder", |b| b.iter(|| black_box(tx())));
+    {
+        // What stm-core itself does when any sink is installed (clock reads, side table).
+        stm_core::set_event_sink(Some(std::sync::Arc::new(NoopSink)));
+        g.bench_function("noop_sink", |b| b.iter(|| black_box(tx())));
+        stm_core::set_event_sink(None);
+    }
     {
         let guard = LogGuard::create("/dev/null").expect("recorder on /dev/null");
         g.bench_function("recorder_dev_null", |b| b.iter(|| black_box(tx())));
@@ -141,6 +196,6 @@ fn report_10m(c: &mut Criterion) {
 #[allow(missing_docs)]
 mod group {
     use super::*;
-    criterion_group!(benches, conflict_free, report_10m);
+    criterion_group!(benches, clock, recorder_events, conflict_free, report_10m);
 }
 criterion_main!(group::benches);

@@ -16,13 +16,14 @@ use stm_log::{LogGuard, report::Report};
 static COUNTER: TVar<u64> = TVar::new(0);
 const THREADS: u64 = 2;
 const INCREMENTS: u64 = 20_000;
+/// Steps of busy work between the read and the write.
+const WORK: u64 = 500;
 
 fn increment() {
     atomically(|tx| {
         let x = tx.read(&COUNTER)?; // <- the read that gets invalidated
         // A little work between read and write widens the window, as real code would.
-        let y = std::hint::black_box((0..50u64).fold(x, |a, b| a ^ b.rotate_left(3)));
-        let _ = y;
+        std::hint::black_box((0..WORK).fold(x, |a, b| a ^ b.rotate_left(3)));
         tx.write(&COUNTER, x + 1) // <- the write that invalidates it
     });
 }
@@ -33,9 +34,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("known_conflict.log"));
     let guard = LogGuard::create(&path)?;
+    let start = std::sync::Barrier::new(THREADS as usize);
     std::thread::scope(|s| {
         for _ in 0..THREADS {
             s.spawn(|| {
+                start.wait();
                 for _ in 0..INCREMENTS {
                     increment();
                 }

@@ -241,6 +241,7 @@ pub(crate) struct EventBuf {
 }
 
 impl EventBuf {
+    #[inline(always)]
     pub(crate) fn new(tag: u8) -> Self {
         let mut b = EventBuf {
             bytes: [0; MAX_EVENT_LEN],
@@ -250,29 +251,90 @@ impl EventBuf {
         b
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn byte(&mut self, v: u8) {
         // Cannot overflow: `encode_event` writes at most 52 bytes (see there).
         self.bytes[self.len] = v;
         self.len += 1;
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn uvar(&mut self, mut v: u64) {
-        loop {
-            let b = (v & 0x7f) as u8;
+        while v >= 0x80 {
+            self.byte(v as u8 | 0x80);
             v >>= 7;
-            if v == 0 {
-                self.byte(b);
-                return;
-            }
-            self.byte(b | 0x80);
         }
+        self.byte(v as u8);
+    }
+
+    /// An attempt start record.
+    #[inline(always)]
+    pub(crate) fn start(thread: u64, time: u64, inevitable: bool) -> Self {
+        let mut bytes = [0; MAX_EVENT_LEN];
+        let len = put_start(&mut bytes, thread, time, inevitable);
+        EventBuf { bytes, len }
+    }
+
+    /// A commit record.
+    #[inline(always)]
+    pub(crate) fn commit(thread: u64, time: u64, read_only: bool, duration: u64) -> Self {
+        let mut bytes = [0; MAX_EVENT_LEN];
+        let len = put_commit(&mut bytes, thread, time, read_only, duration);
+        EventBuf { bytes, len }
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
+}
+
+#[inline(always)]
+fn put_var(out: &mut [u8; MAX_EVENT_LEN], pos: &mut usize, mut v: u64) {
+    while v >= 0x80 {
+        out[*pos] = v as u8 | 0x80;
+        *pos += 1;
+        v >>= 7;
+    }
+    out[*pos] = v as u8;
+    *pos += 1;
+}
+
+/// Writes an attempt start record at the front of `out`; returns its length (at most 22).
+/// The recorder writes the two records of every transaction straight into its ring with this
+/// and [`put_commit`], byte by byte: building them elsewhere and copying costs a stalled wide
+/// load of freshly stored bytes.
+#[inline(always)]
+pub(crate) fn put_start(
+    out: &mut [u8; MAX_EVENT_LEN],
+    thread: u64,
+    time: u64,
+    inevitable: bool,
+) -> usize {
+    out[0] = TAG_START;
+    let mut pos = 1;
+    put_var(out, &mut pos, thread);
+    put_var(out, &mut pos, time);
+    out[pos] = u8::from(inevitable);
+    pos + 1
+}
+
+/// Writes a commit record at the front of `out`; returns its length (at most 32).
+#[inline(always)]
+pub(crate) fn put_commit(
+    out: &mut [u8; MAX_EVENT_LEN],
+    thread: u64,
+    time: u64,
+    read_only: bool,
+    duration: u64,
+) -> usize {
+    out[0] = TAG_COMMIT;
+    let mut pos = 1;
+    put_var(out, &mut pos, thread);
+    put_var(out, &mut pos, time);
+    out[pos] = u8::from(read_only);
+    pos += 1;
+    put_var(out, &mut pos, duration);
+    pos
 }
 
 /// Appends `v` as unsigned LEB128.
@@ -306,26 +368,13 @@ pub(crate) fn encode_event(r: &Record) -> Option<EventBuf> {
             thread,
             time,
             inevitable,
-        } => {
-            let mut b = EventBuf::new(TAG_START);
-            b.uvar(thread);
-            b.uvar(time);
-            b.byte(u8::from(inevitable));
-            b
-        }
+        } => EventBuf::start(thread, time, inevitable),
         Record::Commit {
             thread,
             time,
             read_only,
             duration,
-        } => {
-            let mut b = EventBuf::new(TAG_COMMIT);
-            b.uvar(thread);
-            b.uvar(time);
-            b.byte(u8::from(read_only));
-            b.uvar(duration);
-            b
-        }
+        } => EventBuf::commit(thread, time, read_only, duration),
         Record::Abort {
             thread,
             time,

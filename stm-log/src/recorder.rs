@@ -7,8 +7,9 @@
 //! thread encodes the event into a stack buffer and copies it into its ring: no lock, no
 //! read-modify-write, no allocation. Consumers drain rings into the file while holding the
 //! recorder's mutex (which makes them one consumer at a time): a background thread every
-//! [`FLUSH_INTERVAL`], a producer whose ring is full (it drains its own ring, then goes on),
-//! and [`Recorder::flush`] / [`Recorder::close`]. Records of one thread therefore appear in the
+//! [`FLUSH_INTERVAL`] or sooner when a ring passes half full (its producer wakes it), a producer
+//! whose ring is full (it drains its own ring, then goes on), and [`Recorder::flush`] /
+//! [`Recorder::close`]. Records of one thread therefore appear in the
 //! file in the order they happened; records of different threads interleave by chunks.
 //!
 //! Source locations are interned: the first time a thread meets a `&'static Location` it asks the
@@ -20,84 +21,174 @@
 //!
 //! `head` is written only by the producer, `tail` only by a consumer holding the mutex. Bytes in
 //! `[tail, head)` are published records; bytes in `[head, tail + capacity)` belong to the
-//! producer. Bytes are `AtomicU8` accessed with `Relaxed`; the indices carry the ordering:
-//! the producer's `head.store(Release)` publishes the bytes it wrote before (paired with the
+//! producer; the two ranges never overlap, so plain byte copies suffice. The indices carry the
+//! ordering: the producer's `head.store(Release)` publishes the bytes it wrote before (paired with the
 //! consumer's `head.load(Acquire)`), and the consumer's `tail.store(Release)` hands the bytes it
 //! read back to the producer (paired with the producer's `tail.load(Acquire)`), so a byte is
 //! never overwritten before it was read.
 
 use crate::format::{
-    self, AbortReason, ConflictSides, Header, LocationId, MAX_EVENT_LEN, Record, VERSION,
+    self, AbortReason, ConflictSides, EventBuf, Header, LocationId, MAX_EVENT_LEN, Record, VERSION,
+    put_commit, put_start,
 };
-use std::cell::RefCell;
+use std::cell::{RefCell, UnsafeCell};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 use stm_core::{AbortCause, Conflict, Event, EventKind, EventSink, SourceLocation};
 
 /// How often the background thread drains the per-thread buffers into the file.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
-/// Bytes of buffer per thread (a power of two). At 10 to 20 bytes per record, a thread can
-/// record a few thousand events between two drains before it has to drain its own ring.
-const RING_BYTES: usize = 1 << 16;
+/// Bytes of buffer per thread (a power of two). At 10 to 20 bytes per record that is several
+/// thousand events; a thread whose ring passes half full wakes the background flusher, and one
+/// whose ring is full drains it itself.
+const RING_BYTES: usize = 1 << 17;
 /// Buffer of the file writer.
 const FILE_BUF: usize = 1 << 20;
 
+/// A single-producer, single-consumer byte queue (see the module doc for the protocol).
 struct Ring {
-    bytes: Box<[AtomicU8]>,
-    /// Total bytes ever published (wraps after 2^64: never in practice).
+    bytes: Box<[UnsafeCell<u8>]>,
+    /// Total bytes ever published (wraps after 2^64: never in practice). Stored by the producer.
     head: AtomicUsize,
-    /// Total bytes ever consumed.
+    /// Total bytes ever consumed. Stored by the consumer.
     tail: AtomicUsize,
+}
+
+// SAFETY: the bytes are only accessed through `push` (by the one producer thread, on the range
+// it owns) and `drain` (by one consumer at a time, on the published range); the two ranges are
+// disjoint and handed over with Release/Acquire on `head` and `tail`, so there is no data race.
+unsafe impl Sync for Ring {}
+
+/// What `push` did.
+#[derive(PartialEq, Eq)]
+enum Pushed {
+    /// Appended; the ring is less than half full.
+    Yes,
+    /// Appended, and the ring just passed half full: time to wake the flusher.
+    HalfFull,
+    /// Not appended: no room.
+    Full,
 }
 
 impl Ring {
     fn new() -> Self {
         Ring {
-            bytes: (0..RING_BYTES).map(|_| AtomicU8::new(0)).collect(),
+            bytes: (0..RING_BYTES).map(|_| UnsafeCell::new(0)).collect(),
             head: AtomicUsize::new(0),
             tail: AtomicUsize::new(0),
         }
     }
 
-    /// Producer side: appends `rec` whole, or returns `false` when it does not fit.
+    fn base(&self) -> *mut u8 {
+        // `UnsafeCell<u8>` has the layout of `u8`, so the slice is `RING_BYTES` contiguous bytes.
+        UnsafeCell::raw_get(self.bytes.as_ptr())
+    }
+
+    /// Appends `rec` whole, or reports `Full`.
+    ///
+    /// # Safety
+    ///
+    /// Only one thread, the ring's producer, ever calls `push` on a given ring.
     #[inline]
-    fn push(&self, rec: &[u8]) -> bool {
+    unsafe fn push(&self, rec: &[u8]) -> Pushed {
         // Relaxed: only this thread (the producer) stores `head`.
         let h = self.head.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of `tail`, so its reads of the bytes
         // it freed happen before our writes below.
         let t = self.tail.load(Ordering::Acquire);
-        if RING_BYTES - h.wrapping_sub(t) < rec.len() {
-            return false;
+        let used = h.wrapping_sub(t);
+        if RING_BYTES - used < rec.len() {
+            return Pushed::Full;
         }
-        for (i, &b) in rec.iter().enumerate() {
-            // Relaxed: published by the Release store of `head` below.
-            self.bytes[h.wrapping_add(i) & (RING_BYTES - 1)].store(b, Ordering::Relaxed);
+        let at = h & (RING_BYTES - 1);
+        let first = rec.len().min(RING_BYTES - at);
+        // SAFETY: bytes `[h, t + RING_BYTES)` belong to the producer (the consumer reads only
+        // `[t, h)`), `rec.len()` of them are free, and we are the only producer (our contract).
+        // `at + first <= RING_BYTES` and `rec.len() - first <= at`, so both copies stay inside
+        // the buffer; `rec` is a separate allocation, so they do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(rec.as_ptr(), self.base().add(at), first);
+            core::ptr::copy_nonoverlapping(rec.as_ptr().add(first), self.base(), rec.len() - first);
         }
         // Release: pairs with the consumer's Acquire load of `head`; publishes the bytes above.
         self.head
             .store(h.wrapping_add(rec.len()), Ordering::Release);
-        true
+        let half = RING_BYTES / 2;
+        if used < half && used + rec.len() >= half {
+            Pushed::HalfFull
+        } else {
+            Pushed::Yes
+        }
     }
 
-    /// Consumer side (the caller holds the recorder's mutex): moves every published byte to
-    /// `out`.
-    fn drain(&self, out: &mut Vec<u8>) {
-        // Relaxed: `tail` is only stored by consumers, which the mutex serialises.
+    /// Lets `f` encode one event of at most `MAX_EVENT_LEN` bytes straight into the ring and
+    /// publishes the length it returns. Returns `None`, calling nothing, when there are fewer
+    /// than `MAX_EVENT_LEN` free bytes before the end of the buffer (then use `push`).
+    ///
+    /// # Safety
+    ///
+    /// As for `push`: only the ring's one producer thread calls it.
+    #[inline(always)]
+    unsafe fn push_in_place(
+        &self,
+        f: impl FnOnce(&mut [u8; MAX_EVENT_LEN]) -> usize,
+    ) -> Option<Pushed> {
+        // Relaxed / Acquire: as in `push`.
+        let h = self.head.load(Ordering::Relaxed);
+        let t = self.tail.load(Ordering::Acquire);
+        let used = h.wrapping_sub(t);
+        let at = h & (RING_BYTES - 1);
+        if RING_BYTES - used < MAX_EVENT_LEN || RING_BYTES - at < MAX_EVENT_LEN {
+            return None;
+        }
+        // SAFETY: `[h, h + MAX_EVENT_LEN)` is free (checked above), hence owned by the producer,
+        // which we are (our contract); it does not wrap (checked above), so it is one contiguous
+        // run inside the buffer, which may be viewed as an array of `u8` (`UnsafeCell<u8>` has
+        // the same layout, and mutation through it is allowed). The consumer touches only
+        // `[t, h)`, so this is the only reference to these bytes until `head` moves.
+        let slot = unsafe { &mut *self.base().add(at).cast::<[u8; MAX_EVENT_LEN]>() };
+        let len = f(slot).min(MAX_EVENT_LEN);
+        // Release: pairs with the consumer's Acquire load of `head`; publishes the bytes above.
+        self.head.store(h.wrapping_add(len), Ordering::Release);
+        let half = RING_BYTES / 2;
+        Some(if used < half && used + len >= half {
+            Pushed::HalfFull
+        } else {
+            Pushed::Yes
+        })
+    }
+
+    /// Hands every published byte to `out` (in at most two slices), then frees them.
+    ///
+    /// # Safety
+    ///
+    /// Only one thread at a time drains a given ring (the recorder's mutex ensures it).
+    unsafe fn drain(&self, mut out: impl FnMut(&[u8])) {
+        // Relaxed: `tail` is only stored by consumers, which the caller serialises.
         let t = self.tail.load(Ordering::Relaxed);
         // Acquire: pairs with the producer's Release store of `head` (see `push`).
         let h = self.head.load(Ordering::Acquire);
         let n = h.wrapping_sub(t);
-        out.reserve(n);
-        for i in 0..n {
-            // Relaxed: ordered by the Acquire load of `head` above.
-            out.push(self.bytes[t.wrapping_add(i) & (RING_BYTES - 1)].load(Ordering::Relaxed));
+        if n == 0 {
+            return;
+        }
+        let at = t & (RING_BYTES - 1);
+        let first = n.min(RING_BYTES - at);
+        // SAFETY: bytes `[t, h)` were published by the producer's Release store of `head`, which
+        // our Acquire load saw; it does not touch them until we store `tail` below, and no other
+        // consumer runs (our contract). Both ranges lie inside the buffer (`at + first <=
+        // RING_BYTES`, `n - first <= at`).
+        unsafe {
+            out(core::slice::from_raw_parts(self.base().add(at), first));
+            if n > first {
+                out(core::slice::from_raw_parts(self.base(), n - first));
+            }
         }
         // Release: pairs with the producer's Acquire load of `tail`; our reads above happen
         // before it reuses these bytes.
@@ -105,7 +196,7 @@ impl Ring {
     }
 
     fn is_empty(&self) -> bool {
-        // Acquire/Relaxed as in `drain`; called with the mutex held.
+        // Acquire/Relaxed as in `drain`.
         self.head.load(Ordering::Acquire) == self.tail.load(Ordering::Relaxed)
     }
 }
@@ -117,7 +208,6 @@ struct Inner {
     by_content: HashMap<(&'static str, u32, u32), LocationId>,
     /// The first write error; later data is dropped.
     error: Option<io::Error>,
-    scratch: Vec<u8>,
 }
 
 impl Inner {
@@ -132,29 +222,21 @@ impl Inner {
 
     /// Moves every ring's published records to the file (or drops them once closed).
     fn drain_all(&mut self) {
-        let mut scratch = std::mem::take(&mut self.scratch);
         let rings = std::mem::take(&mut self.rings);
         for r in &rings {
-            scratch.clear();
-            r.drain(&mut scratch);
-            self.write(&scratch);
+            self.drain_one(r);
         }
         self.rings = rings;
         // A ring only we hold belongs to a thread that has exited (or moved on to another
         // recorder); it is empty now, so forget it.
         self.rings
             .retain(|r| Arc::strong_count(r) > 1 || !r.is_empty());
-        scratch.clear();
-        self.scratch = scratch;
     }
 
     fn drain_one(&mut self, ring: &Ring) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        ring.drain(&mut scratch);
-        self.write(&scratch);
-        scratch.clear();
-        self.scratch = scratch;
+        // SAFETY: `&mut Inner` exists only under the recorder's mutex, so we are the only
+        // consumer of the rings registered with this recorder (each ring belongs to one).
+        unsafe { ring.drain(|bytes| self.write(bytes)) };
     }
 
     fn flush(&mut self) {
@@ -185,6 +267,7 @@ struct Shared {
     inner: Mutex<Inner>,
     closed: AtomicBool,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    flusher_thread: OnceLock<std::thread::Thread>,
 }
 
 impl Shared {
@@ -194,8 +277,9 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    #[inline]
     fn nanos(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+        nanos(t.saturating_duration_since(self.start))
     }
 
     fn intern(&self, loc: SourceLocation) -> LocationId {
@@ -248,17 +332,29 @@ impl Drop for Shared {
 }
 
 /// Per-thread state: the ring this thread fills for the recorder it last delivered to.
-#[derive(Default)]
 struct Local {
     owner: u64,
+    /// This thread is the ring's only producer.
     ring: Option<Arc<Ring>>,
-    shared: Weak<Shared>,
+    /// The background flusher, woken when the ring passes half full.
+    flusher: Option<std::thread::Thread>,
     /// Location ids by the location's address, for `owner`.
-    locs: HashMap<usize, LocationId>,
+    locs: Option<HashMap<usize, LocationId>>,
+}
+
+impl Local {
+    const fn new() -> Self {
+        Local {
+            owner: 0,
+            ring: None,
+            flusher: None,
+            locs: None,
+        }
+    }
 }
 
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+    static LOCAL: RefCell<Local> = const { RefCell::new(Local::new()) };
 }
 
 impl Local {
@@ -267,18 +363,19 @@ impl Local {
         shared.lock().rings.push(ring.clone());
         self.owner = shared.id;
         self.ring = Some(ring);
-        self.shared = Arc::downgrade(shared);
-        self.locs.clear();
+        self.flusher = shared.flusher_thread.get().cloned();
+        self.locs = None;
     }
 
     fn loc_id(&mut self, shared: &Shared, loc: Option<SourceLocation>) -> Option<LocationId> {
         let loc = loc?;
         let addr = loc as *const _ as usize;
-        if let Some(&id) = self.locs.get(&addr) {
+        let locs = self.locs.get_or_insert_with(HashMap::new);
+        if let Some(&id) = locs.get(&addr) {
             return Some(id);
         }
         let id = shared.intern(loc);
-        self.locs.insert(addr, id);
+        locs.insert(addr, id);
         Some(id)
     }
 }
@@ -338,10 +435,10 @@ impl Recorder {
                 rings: Vec::new(),
                 by_content: HashMap::new(),
                 error: None,
-                scratch: Vec::with_capacity(RING_BYTES),
             }),
             closed: AtomicBool::new(false),
             flusher: Mutex::new(None),
+            flusher_thread: OnceLock::new(),
         });
         let weak = Arc::downgrade(&shared);
         let handle = std::thread::Builder::new()
@@ -358,6 +455,7 @@ impl Recorder {
                     inner.flush();
                 }
             })?;
+        let _ = shared.flusher_thread.set(handle.thread().clone());
         *shared.flusher.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(Recorder { shared })
     }
@@ -475,7 +573,7 @@ impl Recorder {
     /// thread's records stay in order.
     #[cold]
     fn event_direct(&self, e: &Event) {
-        let mut local = Local::default();
+        let mut local = Local::new();
         let Some(r) = self.record(e, &mut local) else {
             return;
         };
@@ -488,8 +586,12 @@ impl Recorder {
     }
 }
 
+#[inline]
 fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    // u64 arithmetic (cheaper than `as_nanos`'s u128); saturates after 584 years.
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 impl EventSink for Recorder {
@@ -503,22 +605,78 @@ impl EventSink for Recorder {
                 if local.owner != self.shared.id {
                     local.attach(&self.shared);
                 }
-                let Some(r) = self.record(e, &mut local) else {
-                    return true;
-                };
-                let Some(b) = format::encode_event(&r) else {
-                    return true;
-                };
-                debug_assert!(b.as_slice().len() <= MAX_EVENT_LEN);
                 let Some(ring) = local.ring.as_ref() else {
                     return false;
                 };
-                if !ring.push(b.as_slice()) {
-                    // Full: drain our own ring (as the consumer, under the mutex), then retry;
-                    // an empty ring always has room for one event.
-                    self.shared.lock().drain_one(ring);
-                    let pushed = ring.push(b.as_slice());
-                    debug_assert!(pushed);
+                // The two events of every transaction are encoded straight into the ring; the
+                // rest go through `Record` (they need location ids) and a copy.
+                let fast = match e.kind {
+                    EventKind::Start { inevitable } => {
+                        let time = self.shared.nanos(e.time);
+                        // SAFETY: `local` is this thread's own state, so this thread is the
+                        // ring's only producer (`attach` makes a ring for one thread only).
+                        unsafe {
+                            ring.push_in_place(|out| put_start(out, e.thread, time, inevitable))
+                        }
+                    }
+                    EventKind::Commit {
+                        read_only,
+                        duration,
+                    } => {
+                        let (time, d) = (self.shared.nanos(e.time), nanos(duration));
+                        // SAFETY: as above.
+                        unsafe {
+                            ring.push_in_place(|out| put_commit(out, e.thread, time, read_only, d))
+                        }
+                    }
+                    _ => None,
+                };
+                let pushed = match fast {
+                    Some(p) => p,
+                    None => {
+                        let b = match e.kind {
+                            EventKind::Start { inevitable } => {
+                                EventBuf::start(e.thread, self.shared.nanos(e.time), inevitable)
+                            }
+                            EventKind::Commit {
+                                read_only,
+                                duration,
+                            } => EventBuf::commit(
+                                e.thread,
+                                self.shared.nanos(e.time),
+                                read_only,
+                                nanos(duration),
+                            ),
+                            _ => {
+                                let Some(r) = self.record(e, &mut local) else {
+                                    return true;
+                                };
+                                let Some(b) = format::encode_event(&r) else {
+                                    return true;
+                                };
+                                b
+                            }
+                        };
+                        let Some(ring) = local.ring.as_ref() else {
+                            return false;
+                        };
+                        // SAFETY: as above.
+                        match unsafe { ring.push(b.as_slice()) } {
+                            Pushed::Full => {
+                                // Drain our own ring (as the consumer, under the mutex), then
+                                // retry; an empty ring always has room for one event.
+                                self.shared.lock().drain_one(ring);
+                                // SAFETY: as above.
+                                unsafe { ring.push(b.as_slice()) }
+                            }
+                            p => p,
+                        }
+                    }
+                };
+                if pushed == Pushed::HalfFull
+                    && let Some(f) = &local.flusher
+                {
+                    f.unpark();
                 }
                 true
             })
