@@ -218,6 +218,14 @@ where
     /// atomically(|tx| m.insert(tx, "a".to_string(), 1).map(drop));
     /// assert_eq!(atomically(|tx| Ok(m.get(tx, "a")?.copied())), Some(1));
     /// ```
+    ///
+    /// The reference cannot leave the transaction (copy or clone the value out instead):
+    ///
+    /// ```compile_fail
+    /// use stm_core::{atomically, collections::TMap};
+    /// let m: TMap<u32, u32> = TMap::new();
+    /// let leaked: Option<&u32> = atomically(|tx| m.get(tx, &1));
+    /// ```
     #[track_caller]
     pub fn get<'a, Q>(&'a self, tx: &'a Tx, key: &Q) -> TxResult<Option<&'a V>>
     where
