@@ -19,10 +19,11 @@
 //!   one that was crowded and that the map holds more entries than buckets, then copies every
 //!   bucket into a table twice as large and installs it with one write of the table pointer.
 //!   Readers never wait: until that commit they read the old table, which the epoch keeps alive
-//!   while they can see it. Writers of any bucket invalidate the copy (it read every bucket),
-//!   so under heavy writing it can abort a few times; after the runtime's abort limit it runs
-//!   inevitable, and writers that commit during the copy pause until it ends (readers still
-//!   do not). Each growth doubles the table, so its cost is amortised over the inserts that
+//!   while they can see it. Writers of any bucket invalidate the copy (it read every bucket):
+//!   after [`GROW_OPTIMISTIC_ATTEMPTS`] failed attempts the copy runs inevitable, and writers
+//!   of buckets it has already copied pause until it commits (readers still do not). Without
+//!   that, a copy under steady writing would redo the whole-table work up to the runtime's
+//!   abort limit (16) before getting there. Each growth doubles the table, so its cost is amortised over the inserts that
 //!   filled it; in-flight operations that read the old table pointer abort once when it commits.
 
 use super::counter::TCounter;
@@ -37,6 +38,8 @@ pub(crate) const GROW_CHAIN: usize = 4;
 /// Growth happens only when the map holds more than this many entries per bucket (so a single
 /// crowded bucket of colliding hashes does not double the table again and again).
 const MAX_LOAD: usize = 1;
+/// Attempts of the table copy before it runs inevitable.
+const GROW_OPTIMISTIC_ATTEMPTS: u32 = 2;
 /// Buckets of [`TMap::new`].
 const DEFAULT_BUCKETS: usize = 16;
 
@@ -408,7 +411,15 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
+    let mut attempt = 0u32;
     atomically(|tx| {
+        attempt += 1;
+        if attempt > GROW_OPTIMISTIC_ATTEMPTS {
+            // Writers keep invalidating the copy: stop wasting whole-table copies and run
+            // inevitable (writers of buckets already copied pause until it commits; readers
+            // do not).
+            tx.become_inevitable()?;
+        }
         let table = tx.read_box(&inner.table)?;
         let n = table.buckets.len();
         if n != seen {

@@ -5,10 +5,10 @@
 //!
 //! | structure | conflict-free | conflicts (documented on the type) |
 //! | --- | --- | --- |
-//! | [`TMap`], [`TSet`] | operations on keys in different buckets; `insert`/`remove` counts | same bucket (same key, or a rare hash collision); `len`/`iter` with writers; growth |
-//! | [`TQueue`] | `push` with `pop` while not empty | producers with producers, consumers with consumers |
-//! | [`TBoundedQueue`] | `push` with `pop` while neither empty nor full | as `TQueue`; `len` with both ends |
-//! | [`TCounter`] | `add` with `add` (distinct shards per live thread) | `get` with `add` |
+//! | [`TMap`](crate::collections::TMap), [`TSet`](crate::collections::TSet) | operations on keys in different buckets; `insert`/`remove` counts | same bucket (same key, or a rare hash collision); `len`/`iter` with writers; growth |
+//! | [`TQueue`](crate::collections::TQueue) | `push` with `pop` while not empty | producers with producers, consumers with consumers |
+//! | [`TBoundedQueue`](crate::collections::TBoundedQueue) | `push` with `pop` while neither empty nor full | as `TQueue`; `len` with both ends |
+//! | [`TCounter`](crate::collections::TCounter) | `add` with `add` (distinct shards per live thread) | `get` with `add` |
 //!
 //! ```
 //! use stm_core::atomically;
@@ -29,7 +29,7 @@
 //!
 //! # Shards and threads
 //!
-//! [`TCounter`] (and the element count inside [`TMap`]) keep one word per shard, each on its own
+//! [`TCounter`](crate::collections::TCounter) (and the element count inside [`TMap`](crate::collections::TMap)) keep one word per shard, each on its own
 //! cache line (so also under its own versioned lock). A thread writes only the shard of its
 //! *slot*: a small index that each live thread holds for its whole life and hands back when it
 //! exits, the lowest free one first. With at least as many shards as live threads (the default
