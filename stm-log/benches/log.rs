@@ -17,11 +17,16 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-use stm_core::{ConflictKind, TVar, atomically};
-use stm_log::{AbortReason, ConflictSides, LogGuard, LogWriter, Record, Report};
+use stm_core::{TVar, atomically};
+use stm_log::{LogGuard, Report};
+
+// The generator of the `synth_log` example (its `main` is unused here).
+#[allow(dead_code)]
+#[path = "../examples/synth_log.rs"]
+mod synth_log;
+use synth_log::synth;
 
 /// A sink that does nothing: isolates stm-core's own cost of having a sink.
 struct NoopSink;
@@ -96,88 +101,10 @@ fn conflict_free(c: &mut Criterion) {
     g.finish();
 }
 
-/// Writes a synthetic log of about `n` records to `path` (the same generator as the
-/// `synth_log` example).
-pub fn synth(path: &Path, n: u64) {
-    let f = std::fs::File::create(path).expect("create");
-    let mut w = LogWriter::new(BufWriter::with_capacity(1 << 20, f), 0).expect("header");
-    for id in 0..6u32 {
-        w.write(&Record::Location {
-            id,
-            file: format!("src/worker_{id}.rs"),
-            line: 10 + id,
-            column: 5,
-        })
-        .expect("write");
-    }
-    let kinds = [
-        ConflictKind::WriteRead,
-        ConflictKind::WriteWrite,
-        ConflictKind::Inevitable,
-    ];
-    let (mut written, mut i, mut time) = (6u64, 0u64, 1_000u64);
-    while written < n {
-        let thread = 1 + i % 4;
-        time += 250;
-        w.write(&Record::Start {
-            thread,
-            time,
-            inevitable: false,
-        })
-        .expect("write");
-        written += 1;
-        let g = (i / 8 % 6) as u32;
-        let sides = ConflictSides {
-            kind: kinds[g as usize % 3],
-            this: Some(g),
-            other: Some((g + 1) % 6),
-            other_thread: Some(1 + (thread % 4)),
-        };
-        if i % 32 == 5 {
-            w.write(&Record::PauseStart {
-                thread,
-                time: time + 10,
-                conflict: sides,
-            })
-            .expect("write");
-            w.write(&Record::PauseEnd {
-                thread,
-                time: time + 60,
-                conflict: sides,
-                paused: 50,
-            })
-            .expect("write");
-            written += 2;
-        }
-        if i % 8 == 3 {
-            w.write(&Record::Abort {
-                thread,
-                time: time + 100,
-                reason: AbortReason::Conflict(sides.kind),
-                conflict: Some(sides),
-                lost: 100,
-            })
-            .expect("write");
-        } else {
-            w.write(&Record::Commit {
-                thread,
-                time: time + 100,
-                read_only: i % 3 == 0,
-                duration: 100,
-            })
-            .expect("write");
-        }
-        written += 1;
-        i += 1;
-    }
-    w.write(&Record::End { time: time + 1_000 }).expect("write");
-    w.flush().expect("flush");
-}
-
 fn report_10m(c: &mut Criterion) {
     let path: PathBuf =
         std::env::temp_dir().join(format!("stm-log-10m-{}.log", std::process::id()));
-    synth(&path, 10_000_000);
+    synth(&path, 10_000_000).expect("write the synthetic log");
     let mut g = c.benchmark_group("report_10m");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
