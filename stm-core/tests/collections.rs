@@ -115,7 +115,8 @@ proptest! {
             apply_map(&map, &mut model, ops, *cancel);
         }
         // A fresh transaction sees exactly the committed model.
-        let all: HashMap<u8, u16> = atomically(|tx| Ok(map.iter(tx)?.map(|(k, v)| (*k, *v)).collect()));
+        let all: HashMap<u8, u16> =
+            atomically(|tx| Ok(map.iter(tx)?.map(|(k, v)| (*k, *v)).collect()));
         prop_assert_eq!(all, model.clone());
         prop_assert_eq!(atomically(|tx| map.len(tx)), model.len());
     }

@@ -20,11 +20,14 @@
 //!   bucket into a table twice as large and installs it with one write of the table pointer.
 //!   Readers never wait: until that commit they read the old table, which the epoch keeps alive
 //!   while they can see it. Writers of any bucket invalidate the copy (it read every bucket):
-//!   after [`GROW_OPTIMISTIC_ATTEMPTS`] failed attempts the copy runs inevitable, and writers
-//!   of buckets it has already copied pause until it commits (readers still do not). Without
-//!   that, a copy under steady writing would redo the whole-table work up to the runtime's
-//!   abort limit (16) before getting there. Each growth doubles the table, so its cost is amortised over the inserts that
-//!   filled it; in-flight operations that read the old table pointer abort once when it commits.
+//!   after [`GROW_OPTIMISTIC_ATTEMPTS`] failed copies the next attempt runs inevitable, and
+//!   writers of buckets it has already copied pause until it commits (readers still do not).
+//!   Without that, a copy under steady writing would redo the whole-table work up to the
+//!   runtime's abort limit (16) before getting there. The checks before the copy (table
+//!   pointer and count shards, which every insert writes) may abort any number of times
+//!   without escalating. Each growth doubles the table, so its cost is amortised over the
+//!   inserts that filled it; in-flight operations that read the old table pointer abort once
+//!   when it commits.
 
 use super::counter::TCounter;
 use crate::{TBox, Tx, TxResult, atomically};
@@ -411,10 +414,11 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    let mut attempt = 0u32;
+    // Attempts that got as far as copying (the cheap checks before it may abort any number of
+    // times without escalating: they read only the table pointer and the count shards).
+    let mut copies = 0u32;
     atomically(|tx| {
-        attempt += 1;
-        if attempt > GROW_OPTIMISTIC_ATTEMPTS {
+        if copies >= GROW_OPTIMISTIC_ATTEMPTS {
             // Writers keep invalidating the copy: stop wasting whole-table copies and run
             // inevitable (writers of buckets already copied pause until it commits; readers
             // do not).
@@ -429,6 +433,7 @@ where
         if len <= n * MAX_LOAD {
             return Ok(()); // a crowded bucket, not a crowded table
         }
+        copies += 1;
         let m = (n * 2).max((len / MAX_LOAD).next_power_of_two());
         let mut buckets: Vec<Bucket<K, V>> = (0..m).map(|_| Vec::new()).collect();
         for cell in table.buckets.iter() {

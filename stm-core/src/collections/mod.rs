@@ -29,8 +29,9 @@
 //!
 //! # Shards and threads
 //!
-//! [`TCounter`](crate::collections::TCounter) (and the element count inside [`TMap`](crate::collections::TMap)) keep one word per shard, each on its own
-//! cache line (so also under its own versioned lock). A thread writes only the shard of its
+//! [`TCounter`](crate::collections::TCounter) (and the element count inside
+//! [`TMap`](crate::collections::TMap)) keep one word per shard, each on its own cache line (so
+//! also under its own versioned lock). A thread writes only the shard of its
 //! *slot*: a small index that each live thread holds for its whole life and hands back when it
 //! exits, the lowest free one first. With at least as many shards as live threads (the default
 //! is twice the available parallelism, at least 16), two threads never share a shard, so their
