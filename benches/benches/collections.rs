@@ -20,6 +20,16 @@
 //!   per add) against one `TVar<u64>` (every pair of concurrent adds conflicts) and an
 //!   `AtomicU64` `fetch_add`.
 //!
+//! - `collections/map_fill`: 2 threads each insert their own distinct keys into an empty map;
+//!   `TMap::new()` (growing from 16 buckets) against `TMap::with_buckets` (presized),
+//!   `Mutex<HashMap>` and `DashMap`. One iteration is one insert per thread.
+//!
+//! After the criterion groups, the bench prints the runtime's commit and abort counts
+//! (`stm_core::stats()` deltas) for fixed runs of the same workloads (2 threads), so that the
+//! conflict claims can be checked: `TMap` 90% reads, filling a growing and a presized `TMap`,
+//! `TCounter` and a single `TVar` counter (about ten seconds; `STM_BENCH_NO_CONFLICTS=1` skips
+//! it).
+//!
 //! Run: `cargo bench -p stm-benches --bench collections`.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -29,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 use stm_core::collections::{TBoundedQueue, TCounter, TMap, TQueue};
-use stm_core::{TVar, atomically};
+use stm_core::{TVar, atomically, stats};
 
 const KEYS: u64 = 8192;
 const THREADS: [usize; 2] = [1, 2];
@@ -316,10 +326,120 @@ fn counter(c: &mut Criterion) {
     g.finish();
 }
 
+fn map_fill(c: &mut Criterion) {
+    let mut g = c.benchmark_group("collections/map_fill");
+    g.throughput(Throughput::Elements(2));
+    let key = |t: usize, i: u64| (t as u64) << 40 | i;
+    g.bench_function("TMap::new (grows)", |b| {
+        b.iter_custom(|n| {
+            let m = TMap::<u64, u64>::new();
+            fill_with(n, |t, i| BenchMap::insert(&m, key(t, i), i))
+        })
+    });
+    g.bench_function("TMap::with_buckets (presized)", |b| {
+        b.iter_custom(|n| {
+            let m = TMap::<u64, u64>::with_buckets(2 * n as usize);
+            fill_with(n, |t, i| BenchMap::insert(&m, key(t, i), i))
+        })
+    });
+    g.bench_function("Mutex<HashMap>", |b| {
+        b.iter_custom(|n| {
+            let m = Mutex::new(HashMap::new());
+            fill_with(n, |t, i| BenchMap::insert(&m, key(t, i), i))
+        })
+    });
+    g.bench_function("DashMap", |b| {
+        b.iter_custom(|n| {
+            let m = dashmap::DashMap::new();
+            fill_with(n, |t, i| BenchMap::insert(&m, key(t, i), i))
+        })
+    });
+    g.finish();
+}
+
+/// Two threads, each calling `insert(thread, i)` for `i` in `0..n`; the wall time.
+fn fill_with(n: u64, insert: impl Fn(usize, u64) + Sync) -> Duration {
+    let next = [AtomicU64::new(0), AtomicU64::new(0)];
+    run_threads(2, n, |t, _| {
+        // Relaxed: each counter is used by its own thread only.
+        let i = next[t].fetch_add(1, Ordering::Relaxed);
+        insert(t, i)
+    })
+}
+
+/// Prints the runtime's commits and aborts for fixed 2-thread runs of the workloads.
+fn conflict_report() {
+    let measure = |name: &str, run: &dyn Fn()| {
+        let before = stats();
+        let t0 = Instant::now();
+        run();
+        let d = stats().since(&before);
+        eprintln!(
+            "conflicts {name}: {} commits, {} aborts (write-write {}, write-read {}, \
+             inevitable {}), {} inevitable runs, {:.2?}",
+            d.commits,
+            d.aborts(),
+            d.aborts_write_write,
+            d.aborts_write_read,
+            d.aborts_inevitable,
+            d.inevitable_runs,
+            t0.elapsed()
+        );
+    };
+    const OPS: u64 = 1_000_000;
+    let map = TMap::<u64, u64>::new();
+    for k in (0..KEYS).step_by(2) {
+        BenchMap::insert(&map, k, k);
+    }
+    measure("TMap 90% reads, 2 x 1M ops", &|| {
+        run_threads(2, OPS, |_, rng| {
+            let r = rng.next();
+            let k = (r >> 8) % KEYS;
+            match r % 100 {
+                0..90 => {
+                    black_box(BenchMap::get(&map, k));
+                }
+                90..95 => BenchMap::insert(&map, k, r),
+                _ => BenchMap::remove(&map, k),
+            }
+        });
+    });
+    measure("TMap::new filled with 2 x 500k keys", &|| {
+        let m = TMap::<u64, u64>::new();
+        fill_with(500_000, |t, i| {
+            BenchMap::insert(&m, (t as u64) << 40 | i, i)
+        });
+    });
+    measure("TMap::with_buckets(1M) filled with 2 x 500k keys", &|| {
+        let m = TMap::<u64, u64>::with_buckets(1 << 20);
+        fill_with(500_000, |t, i| {
+            BenchMap::insert(&m, (t as u64) << 40 | i, i)
+        });
+    });
+    let tc = TCounter::new();
+    measure("TCounter, 2 x 1M adds", &|| {
+        run_threads(2, OPS, |_, _| atomically(|tx| tc.add(tx, 1)));
+    });
+    let tv = TVar::new(0u64);
+    measure("one TVar counter, 2 x 1M adds", &|| {
+        run_threads(2, OPS, |_, _| {
+            atomically(|tx| tx.modify(&tv, |x| x + 1).map(drop))
+        });
+    });
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     map_90read(&mut c);
+    map_fill(&mut c);
     queues(&mut c);
     counter(&mut c);
     c.final_summary();
+    // Only under `cargo bench` (which passes `--bench`), not when `cargo test` runs this target
+    // once in test mode; `STM_BENCH_NO_CONFLICTS=1` skips it.
+    if std::env::args().any(|a| a == "--bench")
+        && std::env::var_os("STM_BENCH_NO_CONFLICTS").is_none()
+    {
+        conflict_report();
+    }
 }
