@@ -51,7 +51,7 @@ enum Command {
         /// The SVG file to write.
         #[arg(short = 'o', long = "output", value_name = "SVG")]
         output: PathBuf,
-        /// Width of the picture in pixels.
+        /// Width of the picture in pixels (400 to 16000).
         #[arg(long, default_value_t = 1400)]
         width: u32,
         /// How many of the most expensive conflict groups to mark.
@@ -115,6 +115,13 @@ fn run(cli: Cli) -> Result<u8, String> {
                 s.lanes,
                 s.marks
             );
+            if s.omitted_threads > 0 {
+                eprintln!(
+                    "stm-log: {} less busy threads left out (at most {} lanes)",
+                    s.omitted_threads,
+                    stm_log::timeline::MAX_LANES
+                );
+            }
             Ok(match s.damage {
                 Some(d) => {
                     eprintln!("stm-log: warning: {}: {d}", file.display());

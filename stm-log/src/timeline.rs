@@ -17,10 +17,17 @@ use std::fmt;
 use std::path::Path;
 use stm_core::ConflictKind;
 
+/// Narrowest and widest picture drawn (the width is clamped to this range).
+pub const MIN_WIDTH: u32 = 400;
+/// See [`MIN_WIDTH`].
+pub const MAX_WIDTH: u32 = 16_000;
+/// Most lanes drawn: the threads with the most attempts.
+pub const MAX_LANES: usize = 64;
+
 /// How to draw the time line.
 #[derive(Clone, Copy, Debug)]
 pub struct TimelineOptions {
-    /// Width of the picture in pixels (at least 400).
+    /// Width of the picture in pixels (clamped to [`MIN_WIDTH`]..=[`MAX_WIDTH`]).
     pub width: u32,
     /// How many of the most expensive conflict groups to mark.
     pub marks: usize,
@@ -77,6 +84,8 @@ impl From<ReadError> for TimelineError {
 pub struct TimelineSummary {
     /// Lanes (threads) drawn.
     pub lanes: usize,
+    /// Threads left out (beyond [`MAX_LANES`], the least busy).
+    pub omitted_threads: usize,
     /// Conflict marks drawn (after merging marks that fall on the same pixel).
     pub marks: usize,
     /// The damage that stopped reading early, if any (the picture shows what came before).
@@ -157,8 +166,14 @@ pub fn render_svg(
     if report.attempts == 0 && report.commits == 0 {
         return Err(TimelineError::Empty);
     }
-    let width = opts.width.max(400);
-    let lanes_ids: Vec<u64> = report.threads.iter().map(|t| t.thread).collect();
+    let width = opts.width.clamp(MIN_WIDTH, MAX_WIDTH);
+    // The busiest threads, shown in id order.
+    let mut busiest: Vec<&crate::report::ThreadTotals> = report.threads.iter().collect();
+    busiest.sort_by_key(|t| std::cmp::Reverse(t.attempts));
+    busiest.truncate(MAX_LANES);
+    let mut lanes_ids: Vec<u64> = busiest.iter().map(|t| t.thread).collect();
+    lanes_ids.sort_unstable();
+    let omitted = report.threads.len() - lanes_ids.len();
     let lane_of: HashMap<u64, usize> = lanes_ids.iter().enumerate().map(|(i, &t)| (t, i)).collect();
     let marked: Vec<Key> = report
         .conflicts
@@ -298,6 +313,7 @@ pub fn render_svg(
     .map_err(|e| TimelineError::Draw(format!("{}: {e}", out.display())))?;
     Ok(TimelineSummary {
         lanes: lanes.len(),
+        omitted_threads: omitted,
         marks: marks.len(),
         damage,
     })

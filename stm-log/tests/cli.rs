@@ -250,6 +250,53 @@ fn timeline_draws_an_svg() {
     for colour in ["#2EA043", "#D62728", "#FF9900"] {
         assert!(s.to_uppercase().contains(colour), "{colour} missing");
     }
+    // Absurd widths are clamped, not allocated.
+    let o = stm_log(&[
+        "timeline",
+        path.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+        "--width",
+        "4000000000",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // At most 64 lanes: the busiest threads.
+    let mut w = LogWriter::new(Vec::new(), 0).unwrap();
+    for t in 1..=100u64 {
+        for i in 0..t {
+            w.write(&Record::Start {
+                thread: t,
+                time: 10 * i,
+                inevitable: false,
+            })
+            .unwrap();
+            w.write(&Record::Commit {
+                thread: t,
+                time: 10 * i + 5,
+                read_only: true,
+                duration: 5,
+            })
+            .unwrap();
+        }
+    }
+    std::fs::write(&path, w.into_inner()).unwrap();
+    let o = stm_log(&[
+        "timeline",
+        path.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("64 lanes") && err.contains("36 less busy threads left out"),
+        "{err}"
+    );
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        s.contains("thread 100") && !s.contains("thread 36<"),
+        "busiest threads kept"
+    );
     // A log without transactions has nothing to draw.
     std::fs::write(&path, &log_bytes()[..24]).unwrap();
     let o = stm_log(&[
