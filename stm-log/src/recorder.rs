@@ -707,6 +707,7 @@ impl EventSink for Recorder {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
+#[must_use = "dropping the guard uninstalls the recorder and closes the log at once"]
 pub struct LogGuard {
     rec: Recorder,
 }

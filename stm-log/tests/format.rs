@@ -287,8 +287,15 @@ fn long_file_names_are_cut_when_written() {
     }
 }
 
-/// Drains a reader, checking that it ends and that every error names an offset inside the input.
+/// Drains a reader, checking that it ends and that every error names an offset inside the input;
+/// then builds the report of the same bytes, which must not panic either.
 fn drain(bytes: &[u8]) {
+    if let Ok(reader) = LogReader::new(bytes)
+        && let Ok(report) = stm_log::Report::from_reader(reader)
+    {
+        let _ = report.render_text(3, None);
+        let _ = report.to_json();
+    }
     if let Ok(reader) = LogReader::new(bytes) {
         let mut n = 0usize;
         for r in reader {
@@ -329,5 +336,29 @@ proptest! {
         drain(&b);
         let c = cut.index(b.len() + 1);
         drain(&b[..c]);
+    }
+}
+
+proptest! {
+    // Each case writes and draws a file: fewer cases.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn timeline_of_mutated_logs_never_panics(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+    ) {
+        let mut b = encode(&sample());
+        for (i, v) in flips {
+            let i = i.index(b.len());
+            b[i] = v;
+        }
+        let dir = std::env::temp_dir();
+        let log = dir.join(format!("stm-log-prop-{}.log", std::process::id()));
+        let svg = dir.join(format!("stm-log-prop-{}.svg", std::process::id()));
+        std::fs::write(&log, &b).unwrap();
+        let opts = stm_log::timeline::TimelineOptions { width: 400, marks: 3 };
+        let _ = stm_log::timeline::render_svg(&log, &svg, opts);
+        let _ = std::fs::remove_file(&log);
+        let _ = std::fs::remove_file(&svg);
     }
 }
