@@ -174,6 +174,30 @@ fn tcounter_adds_do_not_conflict_but_get_does() {
 }
 
 #[test]
+fn hits_on_the_same_key_of_a_map_of_counters_do_not_conflict() {
+    let _serial = serial();
+    let hits: Box<TMap<u32, std::sync::Arc<TCounter>, Identity>> =
+        Box::new(TMap::with_buckets_and_hasher(64, Identity));
+    atomically(|tx| {
+        hits.insert(tx, 1, std::sync::Arc::new(TCounter::new()))
+            .map(drop)
+    });
+    let hit = |tx: &Tx| hits.get(tx, &1)?.expect("present").add(tx, 1);
+    assert_eq!(attempts_of_a(hit, hit), 1);
+    assert_eq!(
+        atomically(|tx| hits.get(tx, &1)?.expect("present").get(tx)),
+        2
+    );
+    // The same with a plain value per key conflicts: both rewrite the bucket.
+    let plain = map();
+    let bump = |tx: &Tx| {
+        let v = *plain.get(tx, &5)?.expect("present");
+        plain.insert(tx, 5, v + 1).map(drop)
+    };
+    assert_eq!(attempts_of_a(bump, bump), 2);
+}
+
+#[test]
 fn tqueue_push_and_pop_do_not_conflict_when_not_empty() {
     let _serial = serial();
     // One element: the consumer takes it while the producer appends behind it. (Every node

@@ -37,6 +37,33 @@
 //! is twice the available parallelism, at least 16), two threads never share a shard, so their
 //! `add`s never conflict.
 //!
+//! # Per-key counters that do not conflict
+//!
+//! Counting hits per key with `TMap<String, u64>` makes two hits on the same key conflict (both
+//! rewrite its bucket). A map of shared [`TCounter`](crate::collections::TCounter)s does not:
+//! after the first hit, each hit only reads the bucket and adds to its own shard.
+//!
+//! ```
+//! use stm_core::{Tx, TxResult, atomically};
+//! use stm_core::collections::{TCounter, TMap};
+//! use std::sync::Arc;
+//!
+//! fn hit(hits: &TMap<String, Arc<TCounter>>, tx: &Tx, path: &str) -> TxResult<()> {
+//!     if let Some(c) = hits.get(tx, path)? {
+//!         return c.add(tx, 1); // a read of the bucket and a write of our shard
+//!     }
+//!     let c = Arc::new(TCounter::new());
+//!     c.add(tx, 1)?;
+//!     hits.insert(tx, path.to_string(), c).map(drop)
+//! }
+//!
+//! let hits = TMap::new();
+//! for _ in 0..3 {
+//!     atomically(|tx| hit(&hits, tx, "/index.html"));
+//! }
+//! assert_eq!(atomically(|tx| hits.get(tx, "/index.html")?.unwrap().get(tx)), 3);
+//! ```
+//!
 //! # Values and memory
 //!
 //! Buckets and queue cells are [`TBox`](crate::TBox)es: a write installs a new allocation and the
