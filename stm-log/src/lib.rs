@@ -38,7 +38,7 @@
 //!
 //! - the recorder ([`Recorder`], [`LogGuard`], [`init_from_env`]): per-thread buffers, no lock on
 //!   the hot path, one background flusher;
-//! - [`format`]: the file layout (documented byte for byte in `docs/conflict-log.md`);
+//! - [`format`](mod@format): the file layout (documented byte for byte in `docs/conflict-log.md`);
 //! - [`reader`]: [`LogReader`], an iterator of typed [`Record`]s that reports damage by offset;
 //! - [`writer`]: [`LogWriter`], to write logs record by record (tools and tests);
 //! - [`report`]: [`Report`], the analysis behind `stm-log report`, as text or JSON;
