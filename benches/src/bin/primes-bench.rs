@@ -33,6 +33,9 @@ struct Args {
     /// Measured time per mode (siege's -t); default: about a minute for the whole run.
     #[arg(short, long, value_parser = parse_duration)]
     duration: Option<Duration>,
+    /// Measure a fixed number of requests per mode instead of a duration.
+    #[arg(short = 'r', long)]
+    requests: Option<u64>,
     /// Unmeasured warm-up load before each mode's measurement.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
@@ -93,7 +96,10 @@ struct Row {
 #[derive(Debug, Serialize)]
 struct Output {
     connections: usize,
-    duration_s: f64,
+    /// Measured seconds per mode (absent with `--requests`).
+    duration_s: Option<f64>,
+    /// Measured requests per mode (absent without `--requests`).
+    requests: Option<u64>,
     n: u32,
     cores: usize,
     rows: Vec<Row>,
@@ -135,10 +141,22 @@ fn real_main() -> Result<(), String> {
     if duration.is_zero() {
         return Err("--duration must be positive".into());
     }
+    if args.requests == Some(0) {
+        return Err("--requests must be at least 1".into());
+    }
+    let limit = match args.requests {
+        Some(n) => Limit::Requests(n),
+        None => Limit::Duration(duration),
+    };
     let path = format!("/{}", args.n);
 
     let total = (duration + args.warmup) * modes.len() as u32;
-    let bar = ProgressBar::new(total.as_millis() as u64);
+    // Progress in milliseconds of load (duration mode) or in requests (`--requests`, where the
+    // warm-ups are not counted).
+    let bar = ProgressBar::new(match args.requests {
+        Some(n) => n.saturating_mul(modes.len() as u64),
+        None => total.as_millis() as u64,
+    });
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
             .map_err(|e| e.to_string())?,
@@ -170,12 +188,18 @@ fn real_main() -> Result<(), String> {
                 done_ms,
                 &cfg.clone().limit(Limit::Duration(args.warmup)),
                 &name,
+                args.requests.is_none(),
             )?;
-            done_ms += args.warmup.as_millis() as u64;
+            if args.requests.is_none() {
+                done_ms += args.warmup.as_millis() as u64;
+            }
         }
         bar.set_message(format!("{name}: measuring"));
-        let report = drive(&bar, done_ms, &cfg.limit(Limit::Duration(duration)), &name)?;
-        done_ms += duration.as_millis() as u64;
+        let report = drive(&bar, done_ms, &cfg.limit(limit), &name, true)?;
+        done_ms += match args.requests {
+            Some(n) => n,
+            None => duration.as_millis() as u64,
+        };
         server
             .stop()
             .map_err(|e| format!("the {name} server failed: {e}"))?;
@@ -220,7 +244,8 @@ fn real_main() -> Result<(), String> {
     if args.json {
         let out = Output {
             connections: args.connections,
-            duration_s: duration.as_secs_f64(),
+            duration_s: args.requests.is_none().then_some(duration.as_secs_f64()),
+            requests: args.requests,
             n: args.n,
             cores,
             rows,
@@ -233,12 +258,13 @@ fn real_main() -> Result<(), String> {
         return Ok(());
     }
 
+    let per_mode = match args.requests {
+        Some(n) => format!("{n} requests"),
+        None => format!("{:.0}s", duration.as_secs_f64()),
+    };
     println!(
-        "primes server, GET /{} — {} keep-alive connections, {:.0}s per mode ({} cores)\n",
-        args.n,
-        args.connections,
-        duration.as_secs_f64(),
-        cores
+        "primes server, GET /{} — {} keep-alive connections, {per_mode} per mode ({cores} cores)\n",
+        args.n, args.connections,
     );
     print!("{}", table(&rows));
     match report {
@@ -255,12 +281,14 @@ fn real_main() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs one load while advancing the progress bar from `done_ms`.
+/// Runs one load while advancing the progress bar from `done` (milliseconds of load, or
+/// requests when the load is a request count).
 fn drive(
     bar: &ProgressBar,
     done_ms: u64,
     cfg: &LoadConfig,
     name: &str,
+    advance: bool,
 ) -> Result<LoadReport, String> {
     let progress = AtomicU64::new(0);
     let start = Instant::now();
@@ -268,7 +296,13 @@ fn drive(
         let h = s.spawn(|| loadgen::run(cfg, Some(&progress)));
         while !h.is_finished() {
             std::thread::sleep(Duration::from_millis(100));
-            bar.set_position(done_ms + start.elapsed().as_millis() as u64);
+            let step = match cfg.limit {
+                Limit::Requests(_) => progress.load(Ordering::Relaxed),
+                Limit::Duration(_) => start.elapsed().as_millis() as u64,
+            };
+            if advance {
+                bar.set_position(done_ms + step);
+            }
             bar.set_message(format!(
                 "{name}: {} requests",
                 progress.load(Ordering::Relaxed)

@@ -1,0 +1,127 @@
+//! The binaries end to end, each bounded by a request or operation count.
+
+use std::process::Command;
+
+fn run(bin: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .expect("the binary starts");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn primes_bench_runs_each_mode_and_reads_its_conflict_log() {
+    let (ok, out, err) = run(
+        env!("CARGO_BIN_EXE_primes-bench"),
+        &[
+            "--modes",
+            "serial,1,stm2",
+            "--requests",
+            "40",
+            "--warmup",
+            "0s",
+            "-c",
+            "4",
+            "-n",
+            "100",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        assert_eq!(r["ok"], 40, "{r}");
+        assert_eq!(r["errors"].as_object().map(|e| e.len()), Some(0), "{r}");
+    }
+    assert_eq!(rows[0]["mode"], "serial");
+    assert_eq!(rows[0]["ratio_to_serial"], 1.0);
+    assert_eq!(rows[2]["workers"], 2);
+    assert!(
+        v["conflicts"].is_object(),
+        "the STM runs' log report is attached"
+    );
+
+    let (ok, out, err) = run(
+        env!("CARGO_BIN_EXE_primes-bench"),
+        &[
+            "--modes",
+            "1",
+            "--requests",
+            "10",
+            "--warmup",
+            "0s",
+            "-c",
+            "2",
+            "--top",
+            "3",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("STM, 1 worker"), "{out}");
+    assert!(out.contains("Conflict log of the STM runs"), "{out}");
+}
+
+#[test]
+fn primes_bench_rejects_bad_flags() {
+    for args in [
+        &["--modes", "fast"][..],
+        &["--modes", "0"],
+        &["--connections", "0", "--requests", "1"],
+        &["--requests", "0"],
+        &["--duration", "soon"],
+    ] {
+        let (ok, _, err) = run(env!("CARGO_BIN_EXE_primes-bench"), args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(
+            !err.is_empty() && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn loadgen_rejects_bad_urls() {
+    let (ok, _, err) = run(env!("CARGO_BIN_EXE_loadgen"), &["https://example.invalid/"]);
+    assert!(!ok);
+    assert!(err.contains("only http://"), "{err}");
+}
+
+#[test]
+fn scaling_writes_its_chart() {
+    let dir = std::env::temp_dir().join(format!("stm-scaling-test-{}", std::process::id()));
+    let svg = dir.join("s.svg");
+    let svg_arg = svg.to_string_lossy().into_owned();
+    let (ok, out, err) = run(
+        env!("CARGO_BIN_EXE_scaling"),
+        &[
+            "--threads",
+            "2",
+            "--ops",
+            "2000",
+            "--repeats",
+            "1",
+            "--out",
+            &svg_arg,
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    let series = v.as_array().expect("series");
+    assert_eq!(series.len(), 15, "4 structures x 3 + 3 banks");
+    assert!(
+        series
+            .iter()
+            .all(|s| s["ops_per_second"].as_array().map(Vec::len) == Some(2))
+    );
+    let text = std::fs::read_to_string(&svg).expect("chart written");
+    assert!(text.starts_with("<svg") && text.contains("rbtree stm"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
