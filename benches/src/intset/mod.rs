@@ -353,13 +353,21 @@ impl Default for IntSetWorkload {
 }
 
 impl IntSetWorkload {
-    /// Inserts `initial` distinct random keys into `set` (which should be empty).
+    /// Inserts up to `initial` distinct random keys into `set` (keys already there do not
+    /// count; stops when every key of the range has been tried).
     pub fn fill(&self, set: &dyn ConcurrentSet, seed: u64) -> Result<(), IntSetError> {
-        let initial = self.initial.min(set.range());
         let mut rng = Rng::new(seed);
+        // A random permutation of the range (Fisher-Yates), inserted in order: bounded work.
+        let mut keys: Vec<u32> = (0..set.range()).collect();
+        for i in (1..keys.len()).rev() {
+            keys.swap(i, rng.below(i as u32 + 1) as usize);
+        }
         let mut n = 0;
-        while n < initial {
-            if set.insert(rng.below(set.range()))? {
+        for k in keys {
+            if n >= self.initial {
+                break;
+            }
+            if set.insert(k)? {
                 n += 1;
             }
         }
@@ -448,6 +456,11 @@ mod tests {
             assert_eq!(set.insert(k), Ok(true), "{name}: refill {k}");
         }
         assert_eq!(set.check(), Ok((0..range).collect::<Vec<_>>()), "{name}");
+        // Filling a full set terminates and changes nothing.
+        IntSetWorkload::default()
+            .fill(set, 5)
+            .expect("keys in range");
+        assert_eq!(set.check().map(|k| k.len()), Ok(range as usize), "{name}");
     }
 
     #[test]
