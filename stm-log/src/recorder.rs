@@ -770,3 +770,69 @@ pub fn init_from_env() -> io::Result<Option<LogGuard>> {
         _ => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drained(r: &Ring) -> Vec<u8> {
+        let mut out = Vec::new();
+        // SAFETY: this test is the only consumer.
+        unsafe { r.drain(|b| out.extend_from_slice(b)) };
+        out
+    }
+
+    #[test]
+    fn ring_fills_wraps_and_hands_over_every_byte_in_order() {
+        let r = Ring::new();
+        let mut expect = Vec::new();
+        let mut next = 0u8;
+        let mut record = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    next = next.wrapping_add(1);
+                    next
+                })
+                .collect()
+        };
+        // Fill to the brim with 7-byte records: half full is reported once, then full.
+        let mut half = 0;
+        loop {
+            let rec = record(7);
+            // SAFETY: this test is the only producer.
+            match unsafe { r.push(&rec) } {
+                Pushed::Full => break,
+                Pushed::HalfFull => half += 1,
+                Pushed::Yes => {}
+            }
+            expect.extend_from_slice(&rec);
+        }
+        assert_eq!(half, 1);
+        assert_eq!(expect.len(), RING_BYTES / 7 * 7);
+        assert_eq!(drained(&r), expect);
+        assert!(r.is_empty());
+        // Now records straddle the end of the buffer, through both paths.
+        let mut got = Vec::new();
+        expect.clear();
+        for i in 0..(3 * RING_BYTES / 20) {
+            let rec = record(1 + i % 19);
+            // SAFETY: as above.
+            let fast = unsafe {
+                r.push_in_place(|out| {
+                    out[..rec.len()].copy_from_slice(&rec);
+                    rec.len()
+                })
+            };
+            if fast.is_none() {
+                // SAFETY: as above.
+                assert!(unsafe { r.push(&rec) } != Pushed::Full);
+            }
+            expect.extend_from_slice(&rec);
+            if i % 1000 == 999 {
+                got.extend(drained(&r));
+            }
+        }
+        got.extend(drained(&r));
+        assert_eq!(got, expect);
+    }
+}
