@@ -379,3 +379,60 @@ fn guard_uninstalls_on_drop_and_reports_create_errors() {
     assert!(e.to_string().contains("/nonexistent-dir/x/stm.log"), "{e}");
     assert!(!stm_core::event_sink_installed());
 }
+
+/// Several threads record at once while the flusher drains: nothing is lost, nothing is
+/// reordered within a thread, and every attempt is a start followed by its end.
+#[test]
+fn concurrent_threads_lose_nothing_and_keep_their_order() {
+    let _g = serial();
+    let path = temp("concurrent.log");
+    let guard = LogGuard::create(&path).unwrap();
+    const THREADS: usize = 4;
+    const PER_THREAD: u64 = 5_000;
+    let own: Vec<TVar<u64>> = (0..THREADS).map(|_| TVar::new(0)).collect();
+    let shared = TVar::new(0u64);
+    std::thread::scope(|s| {
+        for v in &own {
+            let shared = &shared;
+            s.spawn(move || {
+                for i in 0..PER_THREAD {
+                    atomically(|tx| {
+                        tx.modify(v, |x| x + 1)?;
+                        if i % 16 == 0 {
+                            tx.modify(shared, |x| x + 1)?;
+                        }
+                        Ok(())
+                    });
+                }
+            });
+        }
+    });
+    guard.finish().unwrap();
+    let recs = records(&path);
+    let r = Report::from_records(&recs);
+    assert_eq!(r.commits, THREADS as u64 * PER_THREAD);
+    assert_eq!(r.threads.len(), THREADS);
+    for t in &r.threads {
+        assert_eq!(t.commits, PER_THREAD);
+    }
+    assert_eq!(r.attempts, r.commits + r.aborts);
+    // Per thread: times never go back, and starts and ends alternate.
+    let mut last: std::collections::HashMap<u64, (u64, bool)> = Default::default();
+    for rec in &recs {
+        let (thread, starts) = match rec {
+            Record::Start { thread, .. } => (*thread, true),
+            Record::Commit { thread, .. } | Record::Abort { thread, .. } => (*thread, false),
+            _ => continue,
+        };
+        let time = rec.time().unwrap();
+        let (prev_time, open) = last.get(&thread).copied().unwrap_or((0, false));
+        assert!(time >= prev_time, "thread {thread}: time went back");
+        assert_ne!(
+            open, starts,
+            "thread {thread}: start and end must alternate"
+        );
+        last.insert(thread, (time, starts));
+    }
+    assert!(last.values().all(|&(_, open)| !open), "every attempt ended");
+    std::fs::remove_file(&path).unwrap();
+}
