@@ -436,3 +436,33 @@ fn concurrent_threads_lose_nothing_and_keep_their_order() {
     assert!(last.values().all(|&(_, open)| !open), "every attempt ended");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Without any flush call, the background flusher moves recorded events to the file.
+#[test]
+fn background_flusher_writes_without_being_asked() {
+    let path = temp("background.log");
+    let rec = Recorder::create(&path).unwrap();
+    let t = rec.start();
+    for i in 0..10u64 {
+        rec.event(&Event {
+            thread: 77,
+            time: t + Duration::from_nanos(i),
+            kind: EventKind::Start { inevitable: false },
+        });
+    }
+    // The flusher runs every 50 ms: poll the file, a bounded number of times.
+    let mut seen = 0;
+    for _ in 0..400 {
+        seen = LogReader::open(&path)
+            .unwrap()
+            .filter(|r| matches!(r, Ok(Record::Start { thread: 77, .. })))
+            .count();
+        if seen == 10 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(seen, 10, "the flusher did not write the events");
+    rec.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
