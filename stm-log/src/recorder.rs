@@ -426,6 +426,8 @@ impl Recorder {
             }
             .to_bytes(),
         )?;
+        // The header goes to disk at once: a program that dies early still leaves a valid log.
+        out.flush()?;
         let shared = Arc::new(Shared {
             // Relaxed: only uniqueness matters, which the RMW gives.
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),

@@ -457,6 +457,7 @@ fn background_flusher_writes_without_being_asked() {
             .unwrap()
             .filter(|r| matches!(r, Ok(Record::Start { thread: 77, .. })))
             .count();
+        assert!(seen <= 10);
         if seen == 10 {
             break;
         }
