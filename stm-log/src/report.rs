@@ -151,6 +151,8 @@ pub struct Report {
     pub complete: bool,
     /// Where reading stopped early, if it did.
     pub damage: Option<Damage>,
+    /// The file's header, when the report was read from a file.
+    pub header: Option<crate::format::Header>,
 }
 
 #[derive(Default)]
@@ -423,6 +425,7 @@ impl ReportBuilder {
             threads,
             conflicts,
             complete: self.complete,
+            header: None,
             damage: damage.map(|e| Damage {
                 offset: e.offset(),
                 message: e.to_string(),
@@ -442,6 +445,28 @@ pub fn secs(ns: u64) -> String {
     }
 }
 
+/// `YYYY-MM-DD HH:MM:SS UTC` for nanoseconds since the Unix epoch.
+pub fn utc(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days to a civil date (Howard Hinnant's `civil_from_days`), for days >= 0.
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 impl Report {
     /// Reads the log at `path`. A file that is not a log, or of a newer version, is an error;
     /// a truncated or damaged one gives the report of every record before the damage, with
@@ -452,15 +477,22 @@ impl Report {
 
     /// Reads every record of `reader` (see [`Report::from_path`]).
     pub fn from_reader<R: Read>(reader: LogReader<R>) -> Result<Report, ReadError> {
+        let header = *reader.header();
         let mut b = ReportBuilder::new();
+        let mut damage = None;
         for r in reader {
             match r {
                 Ok(r) => b.add(&r),
-                Err(e) if e.is_partial() => return Ok(b.finish(Some(&e))),
+                Err(e) if e.is_partial() => {
+                    damage = Some(e);
+                    break;
+                }
                 Err(e) => return Err(e),
             }
         }
-        Ok(b.finish(None))
+        let mut report = b.finish(damage.as_ref());
+        report.header = Some(header);
+        Ok(report)
     }
 
     /// The report of `records`.
@@ -507,6 +539,15 @@ impl Report {
                 100.0 * n as f64 / d as f64
             }
         };
+        if let Some(h) = &self.header {
+            let _ = writeln!(
+                o,
+                "log of process {}, recorded from {} (format version {})",
+                h.pid,
+                utc(h.start_unix_ns),
+                h.version
+            );
+        }
         let _ = writeln!(
             o,
             "wall time {}, {} records{}",
@@ -658,6 +699,15 @@ impl SourceCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000_000_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_764_178_201_500_000_000), "2025-11-26 17:30:01 UTC");
+        // The largest u64 is in 2554; no overflow.
+        assert_eq!(utc(u64::MAX), "2554-07-21 23:34:33 UTC");
+    }
 
     #[test]
     fn secs_formats() {

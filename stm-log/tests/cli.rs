@@ -117,7 +117,13 @@ fn report_prints_totals_then_blocks() {
     let o = stm_log(&["report", p]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
-    assert!(out.starts_with("wall time 0.003100s"), "{out}");
+    let pid = std::process::id();
+    assert!(
+        out.starts_with(&format!(
+            "log of process {pid}, recorded from 1970-01-01 00:00:00 UTC (format version 1)\nwall time 0.003100s, 15 records\n"
+        )),
+        "{out}"
+    );
     assert!(
         out.contains("aborts 4 (abort rate 80.0%): 1 WRITE_WRITE, 3 WRITE_READ"),
         "{out}"
