@@ -207,6 +207,8 @@ pub struct EventLoop<S: EventSource> {
     inner: Arc<LoopInner>,
     events: Vec<Readiness>,
     turns: u64,
+    /// Keeps the conflict log recording while this loop lives (`STM_LOG`).
+    _log: Option<Arc<stm_log::LogGuard>>,
 }
 
 impl<S: EventSource> fmt::Debug for EventLoop<S> {
@@ -234,7 +236,7 @@ impl<S: EventSource> EventLoop<S> {
     /// If the environment sets `STM_LOG`, the conflict log is recorded there (see
     /// `docs/guide.md`).
     pub fn with_queue(source: S, queue: TransactionQueue) -> Self {
-        crate::init_conflict_log();
+        let log = crate::init_conflict_log();
         let waker = source.waker();
         let inner = Arc::new(LoopInner {
             callbacks: Mutex::new(Vec::new()),
@@ -250,6 +252,7 @@ impl<S: EventSource> EventLoop<S> {
             inner,
             events: Vec::new(),
             turns: 0,
+            _log: log,
         }
     }
 

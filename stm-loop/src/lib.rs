@@ -52,12 +52,30 @@ pub use queue::{RunStats, Spawner, TaskPanic, TransactionQueue};
 pub use source::PollingSource;
 pub use source::{EventSource, MioSource, Readiness, ScriptHandle, ScriptedSource};
 
-/// Starts recording the conflict log when `STM_LOG` is set (once per process).
-pub(crate) fn init_conflict_log() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("STM_LOG").is_some() {
-            tracing::warn!("STM_LOG is set, but this build of stm-loop has no conflict log");
+/// The conflict log shared by every live [`EventLoop`] of the process.
+static CONFLICT_LOG: std::sync::Mutex<std::sync::Weak<stm_log::LogGuard>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
+/// Starts recording the conflict log when `STM_LOG` names a file, or joins the recording that a
+/// live loop already started. The log is finished (flushed and closed) when the last loop that
+/// shares it is dropped; a loop created after that starts the file anew. An error opening the
+/// file is reported as a `tracing` error and the loop runs without a log.
+pub(crate) fn init_conflict_log() -> Option<std::sync::Arc<stm_log::LogGuard>> {
+    std::env::var_os("STM_LOG").filter(|p| !p.is_empty())?;
+    let mut shared = CONFLICT_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(guard) = shared.upgrade() {
+        return Some(guard);
+    }
+    match stm_log::init_from_env() {
+        Ok(Some(guard)) => {
+            let guard = std::sync::Arc::new(guard);
+            *shared = std::sync::Arc::downgrade(&guard);
+            Some(guard)
         }
-    });
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "STM_LOG is set but the conflict log cannot be created");
+            None
+        }
+    }
 }
