@@ -151,6 +151,9 @@ pub(crate) struct Runtime {
     pub(crate) commits: Event,
     side: OnceLock<SideTable>,
     pub(crate) abort_limit: u32,
+    /// Under loom only: signalled after every orec change, so lock waiters can block.
+    #[cfg(loom)]
+    changed: Event,
 }
 
 impl Runtime {
@@ -165,6 +168,8 @@ impl Runtime {
             commits: Event::new(),
             side: OnceLock::new(),
             abort_limit: config.abort_limit,
+            #[cfg(loom)]
+            changed: Event::new(),
         }
     }
 
@@ -174,6 +179,20 @@ impl Runtime {
         let i = (addr >> 3) & self.mask;
         // Indexing cannot fail: `i <= mask < len`.
         (&self.orecs[i], i)
+    }
+
+    /// Called after every change of an orec; a no-op outside loom (see `Spin::spin_on`).
+    #[inline(always)]
+    pub(crate) fn orec_written(&self) {
+        #[cfg(loom)]
+        self.changed.notify();
+    }
+
+    /// Under loom: blocks until `a` no longer holds `seen`.
+    #[cfg(loom)]
+    pub(crate) fn loom_wait_change(&self, a: &AtomicU64, seen: u64) {
+        self.changed
+            .wait_until(|| a.load(Ordering::Acquire) != seen);
     }
 
     pub(crate) fn side(&self) -> &SideTable {
@@ -193,33 +212,23 @@ impl Runtime {
     pub(crate) fn wait_orec_change(&self, orec: &AtomicU64, seen: u64) {
         let mut spin = crate::sync::Spin::new();
         while spin.steps() < 10 {
-            if orec.load(Ordering::Acquire) != seen {
+            if spin.load(orec) != seen {
                 return;
             }
             spin.spin();
         }
-        loop {
-            let g = self.inevitable_done.prepare();
-            // SeqCst: ordered with the inevitable transaction's release-then-notify (see Event).
-            if orec.load(Ordering::SeqCst) != seen {
-                self.inevitable_done.cancel();
-                return;
-            }
-            self.inevitable_done.wait(g);
-        }
+        // Acquire: pairs with the inevitable transaction's Release when it lets go.
+        self.inevitable_done
+            .wait_until(|| orec.load(Ordering::Acquire) != seen);
     }
 
     /// Waits until the inevitable token is free (or held by `me`).
     pub(crate) fn wait_token_free(&self, me: u64) {
-        loop {
-            let g = self.inevitable_done.prepare();
-            let t = self.inevitable.load(Ordering::SeqCst);
-            if t == 0 || t == me {
-                self.inevitable_done.cancel();
-                return;
-            }
-            self.inevitable_done.wait(g);
-        }
+        self.inevitable_done.wait_until(|| {
+            // Acquire: pairs with the Release of the holder that gave it back.
+            let t = self.inevitable.load(Ordering::Acquire);
+            t == 0 || t == me
+        });
     }
 }
 
@@ -262,7 +271,7 @@ pub(crate) fn runtime() -> &'static Runtime {
 
 #[cfg(loom)]
 loom::lazy_static! {
-    static ref RUNTIME: Runtime = Runtime::new(Config { lock_table_bits: 4, abort_limit: 2 });
+    static ref RUNTIME: Runtime = Runtime::new(Config { lock_table_bits: 4, abort_limit: 3 });
 }
 
 /// Under loom: a runtime per model execution, with a tiny table and abort limit.

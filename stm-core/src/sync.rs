@@ -6,12 +6,12 @@
 //! protocol and use `std` directly.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Condvar, Mutex};
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Condvar, Mutex};
 
@@ -20,7 +20,7 @@ pub(crate) use std::sync::{Condvar, Mutex};
 /// Waits in this crate are for a lock that its holder releases without waiting on anyone (a
 /// committer writing back), so a few spins usually suffice; past that the thread yields. Under
 /// loom every step yields, so that the model checker can schedule the other thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Spin {
     step: u32,
 }
@@ -50,27 +50,54 @@ impl Spin {
         loom::thread::yield_now();
     }
 
+    /// Loads `a` (Acquire) at the top of a wait loop that this `Spin` paces.
+    #[inline]
+    pub(crate) fn load(&self, a: &AtomicU64) -> u64 {
+        // Acquire: callers pair it with the Release that published the value they wait for.
+        a.load(Ordering::Acquire)
+    }
+
+    /// One step of waiting for `a` to change from `seen` (a lock to be released).
+    ///
+    /// Spins or yields, as [`Spin::spin`]. Under loom, blocks instead until the value changes:
+    /// loom's scheduler may keep a spinning thread running forever (a yield is only a preemption
+    /// point), which no fair scheduler does, so the model has committers signal every orec
+    /// change (`Runtime::orec_written`) and waiters sleep on that signal.
+    #[inline]
+    pub(crate) fn spin_on(&mut self, a: &AtomicU64, seen: u64) {
+        #[cfg(loom)]
+        {
+            self.step = self.step.saturating_add(1);
+            crate::runtime::runtime().loom_wait_change(a, seen);
+        }
+        #[cfg(not(loom))]
+        {
+            let _ = (a, seen);
+            self.spin();
+        }
+    }
+
     /// How many steps were taken so far.
     pub(crate) fn steps(&self) -> u32 {
         self.step
     }
 }
 
-/// A "something happened" event: a generation counter plus a condition variable, with a waiter
-/// count so that `notify` costs one atomic load when nobody waits.
+/// A "something happened" event: a mutex and a condition variable, used the classic way.
 ///
-/// Protocol (all `SeqCst`, so the four operations below sit in one total order):
-/// a waiter calls [`Event::prepare`] (registers, then reads the generation), then checks its own
-/// condition, then either [`Event::cancel`]s or [`Event::wait`]s for the generation to move.
-/// A notifier first makes the condition true, then calls [`Event::notify`] (bumps the generation,
-/// then reads the waiter count). Either the waiter's generation read comes after the bump (so its
-/// condition check, later still, sees the change), or the notifier's waiter-count read comes after
-/// the registration and it takes the mutex to wake the waiter, who re-checks the generation under
-/// that mutex before sleeping. No wake-up is lost.
+/// A waiter checks its condition while holding the mutex and sleeps on the condition variable
+/// (which releases the mutex atomically) until the condition holds. A notifier first makes the
+/// condition true, then takes and drops the mutex, then wakes everyone. Either the waiter's check
+/// comes after the notifier's critical section (the mutex orders the condition's write before the
+/// check), or the waiter is already asleep and is woken. No wake-up is lost, and the argument
+/// needs nothing from the atomics involved.
+///
+/// Every user is a cold path (the inevitable transaction's hand-over, commits that found a
+/// `WAITERS` bit, `retry`), so `notify` always taking the mutex costs nothing that matters. An
+/// earlier version skipped the mutex when a waiter count was zero; that needs a store-load order
+/// between two variables, which loom reported as a lost wake-up.
 #[derive(Debug)]
 pub(crate) struct Event {
-    generation: AtomicU64,
-    waiters: AtomicUsize,
     mutex: Mutex<()>,
     cv: Condvar,
 }
@@ -78,40 +105,22 @@ pub(crate) struct Event {
 impl Event {
     pub(crate) fn new() -> Self {
         Event {
-            generation: AtomicU64::new(0),
-            waiters: AtomicUsize::new(0),
             mutex: Mutex::new(()),
             cv: Condvar::new(),
         }
     }
 
-    /// Registers a waiter and returns the generation to wait past.
-    pub(crate) fn prepare(&self) -> u64 {
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        self.generation.load(Ordering::SeqCst)
-    }
-
-    /// Unregisters a waiter that decided not to sleep.
-    pub(crate) fn cancel(&self) {
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Sleeps until the generation differs from `seen`, then unregisters.
-    pub(crate) fn wait(&self, seen: u64) {
+    /// Sleeps until `done()` returns true; `done` runs with the mutex held.
+    pub(crate) fn wait_until(&self, mut done: impl FnMut() -> bool) {
         let mut guard = self.mutex.lock().unwrap_or_else(|e| e.into_inner());
-        while self.generation.load(Ordering::SeqCst) == seen {
+        while !done() {
             guard = self.cv.wait(guard).unwrap_or_else(|e| e.into_inner());
         }
-        drop(guard);
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Wakes every waiter registered before this call.
+    /// Wakes every waiter; call it after making their condition true.
     pub(crate) fn notify(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            drop(self.mutex.lock().unwrap_or_else(|e| e.into_inner()));
-            self.cv.notify_all();
-        }
+        drop(self.mutex.lock().unwrap_or_else(|e| e.into_inner()));
+        self.cv.notify_all();
     }
 }

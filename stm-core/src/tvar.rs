@@ -108,12 +108,12 @@ pub(crate) fn load_word(word: &AtomicU64) -> u64 {
     loop {
         // Acquire on both orec loads and on the word load: pairs with a committer's Release
         // stores of the word and of the orec (see `tx.rs`).
-        let o1 = orec.load(Ordering::Acquire);
+        let o1 = spin.load(orec);
         if o1 & LOCKED != 0 {
             if o1 & PINNED != 0 {
                 rt.wait_orec_change(orec, o1);
             } else {
-                spin.spin();
+                spin.spin_on(orec, o1);
             }
             continue;
         }

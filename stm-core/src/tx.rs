@@ -440,14 +440,14 @@ impl State {
         let (orec, oi) = self.rt.orec(addr);
         let mut spin = Spin::new();
         loop {
-            let o1 = orec.load(Ordering::Acquire);
+            let o1 = spin.load(orec);
             if o1 & LOCKED != 0 {
                 if o1 & PINNED != 0 {
                     self.pause_on(orec, o1, loc, oi);
                     continue;
                 }
                 if spin.steps() < LOCK_SPINS {
-                    spin.spin();
+                    spin.spin_on(orec, o1);
                     continue;
                 }
                 return Err(self.fail(ConflictKind::WriteRead, loc, Some(oi), Some(owner_of(o1))));
@@ -654,14 +654,14 @@ impl State {
         let (orec, _) = self.rt.orec(addr);
         let mut spin = Spin::new();
         loop {
-            let o = orec.load(Ordering::Acquire);
+            let o = spin.load(orec);
             if o & LOCKED != 0 {
                 if o & PINNED != 0 && owner_of(o) == self.id {
                     // Locked by us for another word of the same orec: nobody else can write.
                     return word.load(Ordering::Acquire);
                 }
                 // A normal committer writing back: it never waits while holding locks.
-                spin.spin();
+                spin.spin_on(orec, o);
                 continue;
             }
             if o & PINNED == 0 {
@@ -670,8 +670,10 @@ impl State {
                     .compare_exchange(o, o | PINNED, Ordering::AcqRel, Ordering::Relaxed)
                     .is_err()
                 {
+                    spin.spin();
                     continue;
                 }
+                self.rt.orec_written();
                 self.held.push(Held {
                     orec,
                     prev: o,
@@ -693,12 +695,12 @@ impl State {
     fn lock_inevitable(&mut self, orec: &'static AtomicU64) {
         let mut spin = Spin::new();
         loop {
-            let o = orec.load(Ordering::Acquire);
+            let o = spin.load(orec);
             if o & LOCKED != 0 {
                 if o & PINNED != 0 && owner_of(o) == self.id {
                     return;
                 }
-                spin.spin();
+                spin.spin_on(orec, o);
                 continue;
             }
             let pinned_by_us = o & PINNED != 0;
@@ -717,8 +719,10 @@ impl State {
                 .compare_exchange(o, new, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {
+                spin.spin();
                 continue;
             }
+            self.rt.orec_written();
             if pinned_by_us && slot != usize::MAX {
                 self.held[slot].locked = true;
             } else {
@@ -791,9 +795,9 @@ impl State {
             let r = self.reads[i];
             let mut spin = Spin::new();
             loop {
-                let o = r.orec.load(Ordering::Acquire);
+                let o = spin.load(r.orec);
                 if o & LOCKED != 0 {
-                    spin.spin();
+                    spin.spin_on(r.orec, o);
                     continue;
                 }
                 if o & !FLAGS != r.version {
@@ -807,6 +811,7 @@ impl State {
                     .compare_exchange(o, o | PINNED, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
                 {
+                    self.rt.orec_written();
                     self.held.push(Held {
                         orec: r.orec,
                         prev: o,
@@ -814,6 +819,7 @@ impl State {
                     });
                     continue 'reads;
                 }
+                spin.spin();
             }
         }
         if !ok {
@@ -844,9 +850,11 @@ impl State {
                 };
                 // Release: publishes the written-back words with the new version.
                 h.orec.store(v, Ordering::Release);
+                self.rt.orec_written();
             } else {
                 // Release: pairs with readers' Acquire; keeps a concurrent WAITERS bit.
                 h.orec.fetch_and(!PINNED, Ordering::Release);
+                self.rt.orec_written();
             }
         }
         waiters
@@ -872,7 +880,7 @@ impl State {
                 let orec = self.writes[i].orec;
                 let mut spin = Spin::new();
                 loop {
-                    let o = orec.load(Ordering::Acquire);
+                    let o = spin.load(orec);
                     if o & LOCKED != 0 {
                         if o & PINNED == 0 && owner_of(o) == self.id {
                             break; // another word of ours shares this orec
@@ -884,7 +892,7 @@ impl State {
                             continue 'again;
                         }
                         if spin.steps() < LOCK_SPINS {
-                            spin.spin();
+                            spin.spin_on(orec, o);
                             continue;
                         }
                         self.unlock_writes();
@@ -909,11 +917,13 @@ impl State {
                         .compare_exchange(o, new, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
                     {
+                        self.rt.orec_written();
                         let w = &mut self.writes[i];
                         w.prev = o;
                         w.owned = true;
                         break;
                     }
+                    spin.spin();
                 }
             }
             break;
@@ -943,6 +953,7 @@ impl State {
                 waiters |= w.prev & WAITERS != 0;
                 // Release: publishes the written-back words together with the new version.
                 w.orec.store(wv << SHIFT, Ordering::Release);
+                self.rt.orec_written();
                 w.owned = false;
             }
         }
@@ -1009,6 +1020,7 @@ impl State {
             if w.owned {
                 // Release: nothing was written; pairs with the next locker's Acquire.
                 w.orec.store(w.prev, Ordering::Release);
+                self.rt.orec_written();
                 w.owned = false;
             }
         }
@@ -1048,23 +1060,16 @@ impl State {
             !self.reads.is_empty(),
             "stm: retry() in a transaction that read nothing would wait forever"
         );
-        let ev = &self.rt.commits;
-        let g = ev.prepare();
-        let mut changed = false;
-        for r in &self.reads {
-            // SeqCst RMW: either it precedes a committer's lock CAS (which then sees WAITERS and
-            // notifies), or it follows it and returns the lock or the new version.
-            let o = r.orec.fetch_or(WAITERS, Ordering::SeqCst);
-            if o & LOCKED != 0 || o & !FLAGS != r.version {
-                changed = true;
-                break;
-            }
-        }
-        if changed {
-            ev.cancel();
-        } else {
-            ev.wait(g);
-        }
+        let reads = &self.reads;
+        self.rt.commits.wait_until(|| {
+            reads.iter().any(|r| {
+                // SeqCst RMW: either it precedes a committer's lock CAS (which then sees
+                // WAITERS and notifies after releasing), or it follows it and returns the lock
+                // or the new version. Setting the bit again on a later check is harmless.
+                let o = r.orec.fetch_or(WAITERS, Ordering::SeqCst);
+                o & LOCKED != 0 || o & !FLAGS != r.version
+            })
+        });
     }
 }
 

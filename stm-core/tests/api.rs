@@ -1,0 +1,382 @@
+//! Single-threaded tests of every public item and every documented error.
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use stm_core::{
+    Abort, AbortCause, ConflictKind, Event, EventKind, EventSink, TBox, TVar, TxError, Word,
+    atomically, inevitably, set_event_sink, stats, try_atomically,
+};
+
+#[test]
+fn tvar_basics() {
+    static S: TVar<u64> = TVar::new(7);
+    assert_eq!(S.load(), 7);
+    let mut v = TVar::new(-3i32);
+    assert_eq!(v.load(), -3);
+    *v.get_mut() += 10;
+    assert_eq!(v.load(), 7);
+    assert_eq!(format!("{v:?}"), "TVar(7)");
+    assert_eq!(v.into_inner(), 7);
+    assert_eq!(TVar::<f64>::default().load(), 0.0);
+    assert_eq!(std::mem::size_of::<TVar<u8>>(), 8);
+    assert_eq!(std::mem::size_of::<TVar<f64>>(), 8);
+}
+
+#[test]
+fn every_word_type_round_trips_through_a_transaction() {
+    fn check<T: Word + PartialEq + std::fmt::Debug>(a: T, b: T) {
+        let v = TVar::new(a);
+        assert_eq!(atomically(|tx| tx.read(&v)), a);
+        atomically(|tx| tx.write(&v, b));
+        assert_eq!(v.load(), b);
+    }
+    check(1u8, 255u8);
+    check(1u16, u16::MAX);
+    check(1u32, u32::MAX);
+    check(1u64, u64::MAX);
+    check(-1i8, i8::MIN);
+    check(-1i16, i16::MIN);
+    check(-1i32, i32::MIN);
+    check(-1i64, i64::MIN);
+    check(1usize, usize::MAX);
+    check(-1isize, isize::MIN);
+    check(1.5f32, -0.25f32);
+    check(1.5f64, f64::MAX);
+    check(false, true);
+    check('a', '€');
+}
+
+#[test]
+fn read_your_own_writes_and_modify() {
+    let v = TVar::new(1u32);
+    let r = atomically(|tx| {
+        tx.write(&v, 5)?;
+        let a = tx.read(&v)?;
+        let b = tx.modify(&v, |x| x * 2)?;
+        Ok((a, b, tx.read(&v)?))
+    });
+    assert_eq!(r, (5, 10, 10));
+    assert_eq!(v.load(), 10);
+}
+
+#[test]
+fn large_write_sets_stay_correct() {
+    let vars: Vec<TVar<u64>> = (0..200).map(TVar::new).collect();
+    atomically(|tx| {
+        for v in &vars {
+            tx.modify(v, |x| x + 1000)?;
+        }
+        for (i, v) in vars.iter().enumerate() {
+            assert_eq!(tx.read(v)?, i as u64 + 1000);
+        }
+        Ok(())
+    });
+    for (i, v) in vars.iter().enumerate() {
+        assert_eq!(v.load(), i as u64 + 1000);
+    }
+}
+
+#[test]
+fn after_commit_runs_once_after_commit_only() {
+    let v = TVar::new(0u8);
+    let ran = Rc::new(Cell::new(0));
+    let r2 = ran.clone();
+    atomically(|tx| {
+        let r3 = r2.clone();
+        tx.after_commit(move || r3.set(r3.get() + 1));
+        tx.write(&v, 1)
+    });
+    assert_eq!(ran.get(), 1);
+    // A cancelled transaction runs none of its actions.
+    let r4 = ran.clone();
+    let res: Result<(), ()> = try_atomically(|tx| {
+        let r5 = r4.clone();
+        tx.after_commit(move || r5.set(r5.get() + 100));
+        Err(TxError::User(()))
+    });
+    assert!(res.is_err());
+    assert_eq!(ran.get(), 1);
+}
+
+#[test]
+fn after_commit_may_start_a_new_transaction() {
+    let v = Arc::new(TVar::new(0u32));
+    let v2 = v.clone();
+    atomically(|tx| {
+        let v3 = v2.clone();
+        tx.after_commit(move || atomically(|tx| tx.modify(&v3, |x| x + 10).map(drop)));
+        tx.modify(&v2, |x| x + 1).map(drop)
+    });
+    assert_eq!(v.load(), 11);
+}
+
+#[test]
+fn try_atomically_rolls_back_user_errors() {
+    let v = TVar::new(10i32);
+    let r: Result<i32, String> = try_atomically(|tx| {
+        tx.write(&v, 99)?;
+        Err(TxError::User("no".to_string()))
+    });
+    assert_eq!(r, Err("no".to_string()));
+    assert_eq!(v.load(), 10);
+    let ok: Result<i32, String> = try_atomically(|tx| Ok(tx.read(&v)? + 1));
+    assert_eq!(ok, Ok(11));
+    assert_eq!(
+        format!("{}", TxError::<String>::User("boom".into())),
+        "boom"
+    );
+}
+
+#[test]
+fn inevitable_transactions() {
+    let v = TVar::new(1u64);
+    let n = inevitably(|tx| {
+        assert!(tx.is_inevitable());
+        let x = tx.read(&v).unwrap();
+        tx.write(&v, x + 1).unwrap();
+        tx.read(&v).unwrap()
+    });
+    assert_eq!(n, 2);
+    assert_eq!(v.load(), 2);
+    let r = atomically(|tx| {
+        let x = tx.read(&v)?;
+        assert!(!tx.is_inevitable());
+        tx.become_inevitable()?;
+        assert!(tx.is_inevitable());
+        tx.write(&v, x * 10)?;
+        tx.read(&v)
+    });
+    assert_eq!(r, 20);
+    assert_eq!(v.load(), 20);
+}
+
+#[test]
+fn panics_roll_back_and_release() {
+    let a = TVar::new(1i64);
+    let b = TVar::new(2i64);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| {
+            tx.write(&a, 100)?;
+            tx.write(&b, 200)?;
+            if tx.read(&a)? == 100 {
+                panic!("body panics");
+            }
+            Ok(())
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!((a.load(), b.load()), (1, 2));
+    // Nothing is held: another transaction, and an inevitable one, go through.
+    atomically(|tx| tx.modify(&a, |x| x + 1).map(drop));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        inevitably(|tx| {
+            tx.write(&b, 7).unwrap();
+            panic!("inevitable body panics");
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(b.load(), 2);
+    inevitably(|tx| tx.write(&b, 3).unwrap());
+    assert_eq!((a.load(), b.load()), (2, 3));
+}
+
+#[test]
+fn nested_transactions_panic_with_a_clear_message() {
+    let v = TVar::new(0u8);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| {
+            tx.write(&v, 1)?;
+            atomically(|tx2| tx2.write(&v, 2));
+            Ok(())
+        })
+    }));
+    let msg = r.unwrap_err();
+    let msg = msg.downcast_ref::<&str>().copied().unwrap_or_default();
+    assert!(msg.contains("nested"), "{msg}");
+    assert_eq!(v.load(), 0);
+    // The thread is usable afterwards.
+    atomically(|tx| tx.write(&v, 3));
+    assert_eq!(v.load(), 3);
+}
+
+#[test]
+fn retry_with_nothing_read_panics() {
+    let r = catch_unwind(|| atomically(|tx| tx.retry::<()>()));
+    assert!(r.is_err());
+}
+
+#[test]
+fn retry_in_an_inevitable_transaction_panics() {
+    let v = TVar::new(0u8);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| {
+            tx.read(&v)?;
+            tx.become_inevitable()?;
+            tx.retry::<()>()
+        })
+    }));
+    assert!(r.is_err());
+    // The token was given back.
+    inevitably(|tx| tx.write(&v, 1).unwrap());
+    assert_eq!(v.load(), 1);
+}
+
+#[test]
+fn writing_a_tvar_on_the_body_stack_panics() {
+    let r = catch_unwind(|| {
+        atomically(|tx| {
+            let local = TVar::new(0u8);
+            tx.write(&local, 1)?;
+            Ok(local.load())
+        })
+    });
+    let err = r.unwrap_err();
+    let msg = err.downcast_ref::<&str>().copied().unwrap_or_default();
+    assert!(msg.contains("own body's stack"), "{msg}");
+}
+
+#[test]
+fn dropping_a_written_tvar_discards_its_write() {
+    let outer = TVar::new(0u8);
+    let n = atomically(|tx| {
+        let boxed = Box::new(TVar::new(5u8));
+        tx.write(&*boxed, 6)?;
+        assert_eq!(tx.read(&*boxed)?, 6);
+        drop(boxed); // the pending write must not be stored into freed memory
+        tx.write(&outer, 1)?;
+        Ok(1)
+    });
+    assert_eq!(n, 1);
+    assert_eq!(outer.load(), 1);
+}
+
+#[test]
+fn tbox_read_write_and_accessors() {
+    let b = TBox::new(String::from("a"));
+    atomically(|tx| {
+        let s = tx.read_box(&b)?.clone();
+        tx.write_box(&b, s + "b")?;
+        assert_eq!(tx.read_box(&b)?, "ab");
+        tx.write_box(&b, String::from("abc"))?; // supersedes the pending value
+        Ok(())
+    });
+    assert_eq!(b.load(), "abc");
+    assert_eq!(b.with(|s| s.len()), 3);
+    assert_eq!(format!("{b:?}"), "TBox(\"abc\")");
+    let mut b = b;
+    b.get_mut().push('d');
+    assert_eq!(b.into_inner(), "abcd");
+    assert_eq!(TBox::<Vec<u8>>::default().load(), Vec::<u8>::new());
+}
+
+#[test]
+fn abort_is_an_error_type() {
+    fn err<E: std::error::Error + Send + Sync + 'static>(_: &E) {}
+    let v = TVar::new(0u8);
+    // Obtain a real Abort: a retry's error value.
+    let mut seen: Option<Abort> = None;
+    let _ = try_atomically(|tx| {
+        tx.read(&v)?;
+        let a = tx.retry::<()>().unwrap_err();
+        seen = Some(a);
+        Err::<(), _>(TxError::User(()))
+    });
+    let a = seen.unwrap();
+    err(&a);
+    assert_eq!(a.cause(), AbortCause::Retry);
+    assert!(a.to_string().contains("waiting"));
+    assert!(format!("{a:?}").contains("Retry"));
+    assert_eq!(ConflictKind::WriteRead.to_string(), "WRITE_READ");
+    assert_eq!(ConflictKind::WriteWrite.name(), "WRITE_WRITE");
+    assert_eq!(ConflictKind::Inevitable.name(), "INEVITABLE");
+}
+
+#[test]
+fn stats_count_commits() {
+    let before = stats();
+    let v = TVar::new(0u8);
+    atomically(|tx| tx.write(&v, 1));
+    atomically(|tx| tx.read(&v));
+    inevitably(|tx| tx.read(&v).unwrap());
+    let d = stats().since(&before);
+    assert!(d.commits >= 3, "{d:?}");
+    assert!(d.read_only_commits >= 1, "{d:?}");
+    assert!(d.inevitable_runs >= 1, "{d:?}");
+    assert!(d.abort_rate() >= 0.0 && d.abort_rate() <= 1.0);
+}
+
+/// Collects the events of one thread (other tests run on other threads meanwhile).
+struct Collect(u64, Mutex<Vec<Event>>);
+impl EventSink for Collect {
+    fn event(&self, e: &Event) {
+        if e.thread == self.0 {
+            self.1.lock().unwrap().push(*e);
+        }
+    }
+}
+
+#[test]
+fn the_event_hook_sees_attempts_commits_and_inevitable_runs() {
+    let sink = Arc::new(Collect(stm_core::thread_id(), Mutex::new(Vec::new())));
+    set_event_sink(Some(sink.clone()));
+    assert!(stm_core::event_sink_installed());
+    let v = TVar::new(0u8);
+    atomically(|tx| tx.write(&v, 1));
+    inevitably(|tx| tx.write(&v, 2).unwrap());
+    set_event_sink(None);
+    let events = sink.1.lock().unwrap().clone();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert!(
+        matches!(kinds[0], EventKind::Start { inevitable: false }),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| matches!(
+        k,
+        EventKind::Commit {
+            read_only: false,
+            ..
+        }
+    )));
+    assert!(
+        kinds
+            .iter()
+            .any(|k| matches!(k, EventKind::InevitableBegin))
+    );
+    assert!(kinds.iter().any(|k| matches!(k, EventKind::InevitableEnd)));
+    assert!(events.windows(2).all(|w| w[0].time <= w[1].time));
+}
+
+#[test]
+fn configure_rejects_bad_values() {
+    use stm_core::{Config, ConfigError, configure};
+    assert_eq!(
+        configure(Config::new().lock_table_bits(2)),
+        Err(ConfigError::OutOfRange)
+    );
+    assert_eq!(
+        configure(Config::new().abort_limit(0)),
+        Err(ConfigError::OutOfRange)
+    );
+    let v = TVar::new(0u8);
+    atomically(|tx| tx.write(&v, 1)); // the runtime is running now
+    assert_eq!(configure(Config::new()), Err(ConfigError::AlreadyStarted));
+    assert!(ConfigError::AlreadyStarted.to_string().contains("already"));
+}
+
+#[test]
+fn retry_blocks_until_a_read_word_changes() {
+    let flag = Arc::new(TVar::new(false));
+    let woke = Arc::new(AtomicUsize::new(0));
+    let (f2, w2) = (flag.clone(), woke.clone());
+    let h = std::thread::spawn(move || {
+        let v = atomically(|tx| if tx.read(&*f2)? { Ok(42) } else { tx.retry() });
+        w2.fetch_add(1, Ordering::SeqCst);
+        v
+    });
+    atomically(|tx| tx.write(&*flag, true));
+    assert_eq!(h.join().unwrap(), 42);
+    assert_eq!(woke.load(Ordering::SeqCst), 1);
+}

@@ -1,0 +1,147 @@
+//! Model checks of the lock / validate / commit protocol and of the inevitable hand-over.
+//!
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p stm-core --release --test loom`
+//!
+//! Under loom every atomic, mutex and condition variable of the protocol comes from loom
+//! (`src/sync.rs`), the runtime is created afresh for each explored execution, and the lock
+//! table has 16 entries (so distinct words may share a lock, which the models also cover).
+#![cfg(loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use stm_core::{TVar, atomically, inevitably};
+
+/// Two read-modify-write transactions on one word: no lost update, in every interleaving.
+#[test]
+fn concurrent_increments_are_not_lost() {
+    loom::model(|| {
+        let v = Arc::new(TVar::new(0u64));
+        let v2 = v.clone();
+        let t = thread::spawn(move || {
+            atomically(|tx| tx.modify(&*v2, |x| x + 1).map(drop));
+        });
+        atomically(|tx| tx.modify(&*v, |x| x + 1).map(drop));
+        t.join().unwrap();
+        assert_eq!(v.load(), 2);
+    });
+}
+
+/// A transfer between two words beside a reader of both: the reader never sees a half-done
+/// transfer (opacity), inside its transaction, in any interleaving.
+#[test]
+fn readers_never_see_half_a_commit() {
+    loom::model(|| {
+        let a = Arc::new(TVar::new(10i64));
+        let b = Arc::new(TVar::new(0i64));
+        let (a2, b2) = (a.clone(), b.clone());
+        let t = thread::spawn(move || {
+            atomically(|tx| {
+                let x = tx.read(&*a2)?;
+                tx.write(&*a2, x - 3)?;
+                let y = tx.read(&*b2)?;
+                tx.write(&*b2, y + 3)
+            });
+        });
+        let sum = atomically(|tx| {
+            let x = tx.read(&*a)?;
+            let y = tx.read(&*b)?;
+            assert_eq!(x + y, 10, "inconsistent snapshot");
+            Ok(x + y)
+        });
+        assert_eq!(sum, 10);
+        t.join().unwrap();
+        assert_eq!((a.load(), b.load()), (7, 3));
+    });
+}
+
+/// The inevitable transaction beside a normal one on the same word: both increments land, the
+/// inevitable body runs once, and the token is handed back.
+#[test]
+fn inevitable_and_normal_writers_serialize() {
+    loom::model(|| {
+        let v = Arc::new(TVar::new(0u64));
+        let runs = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+        let (v2, runs2) = (v.clone(), runs.clone());
+        let t = thread::spawn(move || {
+            inevitably(|tx| {
+                runs2.fetch_add(1, loom::sync::atomic::Ordering::SeqCst);
+                let x = tx.read(&*v2).unwrap();
+                tx.write(&*v2, x + 1).unwrap();
+            });
+        });
+        atomically(|tx| tx.modify(&*v, |x| x + 10).map(drop));
+        t.join().unwrap();
+        assert_eq!(v.load(), 11);
+        assert_eq!(runs.load(loom::sync::atomic::Ordering::SeqCst), 1);
+    });
+}
+
+/// Two inevitable transactions hand the token over: each runs exactly once, in some order.
+#[test]
+fn inevitable_token_hand_over() {
+    loom::model(|| {
+        let v = Arc::new(TVar::new(1u64));
+        let v2 = v.clone();
+        let t = thread::spawn(move || {
+            inevitably(|tx| {
+                let x = tx.read(&*v2).unwrap();
+                tx.write(&*v2, x * 2).unwrap();
+            })
+        });
+        inevitably(|tx| {
+            let x = tx.read(&*v).unwrap();
+            tx.write(&*v, x + 3).unwrap();
+        });
+        t.join().unwrap();
+        // (1 * 2) + 3 = 5 or (1 + 3) * 2 = 8: serial orders only.
+        let r = v.load();
+        assert!(r == 5 || r == 8, "{r}");
+    });
+}
+
+/// Blocking `retry`: a consumer waits for a flag that a producer sets; the wake-up is never lost.
+///
+/// Ignored: loom 0.7.3 lets a thread read a value older than a store that happens-before the
+/// read when another thread's RMW sits between them in modification order. Minimal reproduction
+/// (fails under loom, impossible under the C++ model): main `x.store(1)`; thread B
+/// `x.fetch_or(2)` reading 1, then `m.lock()`; main `x.store(8, Release)`, `m.lock()` setting a
+/// flag; B, seeing the flag under the mutex, loads `x` and gets 3. Here the consumer's
+/// `fetch_or(WAITERS)` plays B's RMW and the committer's release plays the store, so loom reports
+/// a lost wake-up that cannot happen. `tests/stress.rs::retry_as_producer_and_consumer` and
+/// `tests/api.rs::retry_blocks_until_a_read_word_changes` cover the protocol on real threads.
+#[test]
+#[ignore = "loom 0.7.3 reads a stale value after an RMW by another thread; see the doc comment"]
+fn retry_wakes_up_when_a_read_word_changes() {
+    loom::model(|| {
+        let flag = Arc::new(TVar::new(0u64));
+        let f2 = flag.clone();
+        let t = thread::spawn(move || {
+            atomically(|tx| {
+                let v = tx.read(&*f2)?;
+                if v == 0 { tx.retry() } else { Ok(v) }
+            })
+        });
+        atomically(|tx| tx.write(&*flag, 7));
+        assert_eq!(t.join().unwrap(), 7);
+    });
+}
+
+/// Becoming inevitable in the middle of a transaction beside a normal writer of the same word:
+/// the read-modify-write stays atomic either way.
+#[test]
+fn become_inevitable_keeps_what_was_read() {
+    loom::model(|| {
+        let v = Arc::new(TVar::new(0u64));
+        let v2 = v.clone();
+        let t = thread::spawn(move || {
+            atomically(|tx| {
+                let x = tx.read(&*v2)?;
+                tx.become_inevitable()?;
+                tx.write(&*v2, x + 1)
+            });
+        });
+        atomically(|tx| tx.modify(&*v, |x| x + 10).map(drop));
+        t.join().unwrap();
+        assert_eq!(v.load(), 11);
+    });
+}
