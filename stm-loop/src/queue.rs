@@ -144,8 +144,8 @@ pub struct RunStats {
     pub tasks: u64,
     /// Tasks that committed (`tasks - panics`).
     pub commits: u64,
-    /// Attempts rolled back and run again (conflicts, `retry` wake-ups, ordered-mode restarts
-    /// of an attempt that failed before its turn are not counted).
+    /// Attempts rolled back and run again: conflicts and `retry` wake-ups. (An ordered-mode
+    /// attempt that gives up in order to wait for its turn is not counted.)
     pub aborts: u64,
     /// Tasks that panicked.
     pub panics: u64,

@@ -326,3 +326,30 @@ fn conflicts_are_counted_as_aborts() {
     let core = stm_core::stats();
     assert!(core.aborts() >= s.aborts);
 }
+
+/// With two workers, two tasks of one run are in their bodies at the same time: each waits
+/// (bounded by a count of yields, not by time) until it has seen the other arrive.
+#[test]
+fn two_workers_really_run_in_parallel() {
+    let mut q = TransactionQueue::with_workers(2);
+    for _ in 0..20 {
+        let inside = Arc::new(AtomicU64::new(0));
+        let met = Arc::new(AtomicU64::new(0));
+        for _ in 0..2 {
+            let (inside, met) = (inside.clone(), met.clone());
+            q.add(move |_| {
+                inside.fetch_add(1, Ordering::SeqCst);
+                for _ in 0..10_000_000u64 {
+                    if inside.load(Ordering::SeqCst) >= 2 {
+                        met.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+                Ok(())
+            });
+        }
+        q.run();
+        assert_eq!(met.load(Ordering::SeqCst), 2, "the two tasks never overlapped");
+    }
+}
