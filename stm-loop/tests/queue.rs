@@ -350,6 +350,10 @@ fn two_workers_really_run_in_parallel() {
             });
         }
         q.run();
-        assert_eq!(met.load(Ordering::SeqCst), 2, "the two tasks never overlapped");
+        assert_eq!(
+            met.load(Ordering::SeqCst),
+            2,
+            "the two tasks never overlapped"
+        );
     }
 }
