@@ -360,3 +360,29 @@ fn default_config() {
     assert_eq!(c.addr, "127.0.0.1:8888".parse().unwrap());
     assert!(matches!(c.mode, ServerMode::Stm { workers } if workers >= 1));
 }
+
+/// Many pipelined requests whose answers (about 450 KB) exceed the socket buffers: the server
+/// must stop at `WouldBlock` and finish on the writable events (edge-triggered), in order.
+#[test]
+fn answers_larger_than_the_socket_buffers_arrive_whole_and_in_order() {
+    for mode in MODES {
+        let srv = server(mode);
+        let mut s = connect(srv.local_addr());
+        let mut reqs = String::new();
+        for i in 0..500u32 {
+            reqs.push_str(&format!("GET /{} HTTP/1.1\r\n\r\n", 1000 + i % 7));
+        }
+        s.write_all(reqs.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        for i in 0..500u32 {
+            let r = read_response(&mut s, &mut buf);
+            assert_eq!(r.status, 200);
+            assert_eq!(
+                primes_of(&r),
+                primes_up_to(1000 + i % 7),
+                "{mode:?} answer {i}"
+            );
+        }
+        srv.stop().unwrap();
+    }
+}
