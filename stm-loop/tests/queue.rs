@@ -357,3 +357,28 @@ fn two_workers_really_run_in_parallel() {
         );
     }
 }
+
+/// In ordered mode a body that makes itself inevitable before its turn is rolled back and run
+/// again at its turn (holding the token while waiting could deadlock with an earlier task):
+/// the run completes and the order is kept.
+#[test]
+fn ordered_mode_with_inevitable_bodies_keeps_the_order() {
+    let log = Arc::new(TBox::new(Vec::<u32>::new()));
+    let mut q = TransactionQueue::with_workers(2).ordered(true);
+    for i in 0..200u32 {
+        let log = log.clone();
+        q.add(move |tx| {
+            if i % 3 == 0 {
+                tx.become_inevitable()?;
+                assert!(tx.is_inevitable());
+            }
+            let mut l = tx.read_box(&log)?.clone();
+            l.push(i);
+            tx.write_box(&log, l)?;
+            Ok(())
+        });
+    }
+    let stats = q.run();
+    assert_eq!(stats.commits, 200);
+    assert_eq!(log.load(), (0..200).collect::<Vec<_>>());
+}
