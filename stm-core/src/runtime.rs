@@ -177,8 +177,10 @@ impl Runtime {
     #[inline]
     pub(crate) fn orec(&self, addr: usize) -> (&AtomicU64, usize) {
         let i = (addr >> 3) & self.mask;
-        // Indexing cannot fail: `i <= mask < len`.
-        (&self.orecs[i], i)
+        debug_assert!(i < self.orecs.len());
+        // SAFETY: `orecs` has `mask + 1` entries (both set in `new` from the same power of
+        // two) and `i <= mask`.
+        (unsafe { self.orecs.get_unchecked(i) }, i)
     }
 
     /// Called after every change of an orec; a no-op outside loom (see `Spin::spin_on`).

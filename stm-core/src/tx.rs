@@ -45,7 +45,6 @@ use crate::sync::{AtomicU64, Ordering, Spin};
 use crate::tvar::TVar;
 use crate::word::{self, Word};
 use core::cell::{Cell, UnsafeCell};
-use core::marker::PhantomData;
 use core::panic::Location;
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -71,6 +70,10 @@ struct ThreadCtx {
     /// The state of the running attempt, for `forget_pending`; null between attempts.
     current: Cell<*mut State>,
     counters: Arc<Counters>,
+    /// The transaction state, reused by every attempt of this thread (built on first use):
+    /// nothing is allocated, copied or dropped per attempt, and spilled read/write sets keep
+    /// their capacity. Reached only through raw pointers while `active` is set.
+    state: UnsafeCell<Option<State>>,
 }
 
 impl ThreadCtx {
@@ -84,6 +87,7 @@ impl ThreadCtx {
             active: Cell::new(false),
             current: Cell::new(core::ptr::null_mut()),
             counters: stats::register(),
+            state: UnsafeCell::new(None),
         }
     }
 }
@@ -169,8 +173,8 @@ struct State {
     /// Inevitable because the user asked (`inevitably`, `become_inevitable`): may have done I/O.
     user_inevitable: bool,
     doomed: Option<Abort>,
-    reads: SmallVec<[ReadEntry; 16]>,
-    writes: SmallVec<[WriteEntry; 8]>,
+    reads: SmallVec<[ReadEntry; 32]>,
+    writes: SmallVec<[WriteEntry; 16]>,
     /// One bit per (address >> 3) % 64 of the written words: most reads skip the write-set scan.
     filter: u64,
     index: Option<HashMap<usize, usize>>,
@@ -203,20 +207,23 @@ struct State {
 /// stm_core::atomically(|tx| { leaked = Some(tx); Ok(()) });
 /// ```
 pub struct Tx {
-    s: UnsafeCell<State>,
-    // !Send and !Sync: a transaction belongs to its thread.
-    _not_send: PhantomData<*mut ()>,
+    /// The thread's reusable state (in its `ThreadCtx`). A raw pointer, so that the `&mut Tx`
+    /// handed to the body never asserts exclusive access to the state that `forget_pending`
+    /// may also reach; it also makes `Tx` neither `Send` nor `Sync`.
+    s: *mut State,
 }
 
 impl Tx {
     #[allow(clippy::mut_from_ref)]
     #[inline(always)]
     fn st(&self) -> &mut State {
-        // SAFETY: `Tx` is neither `Send` nor `Sync`, so only this thread reaches the cell, and no
-        // method keeps this reference across a call into user code (`modify` reads, releases,
-        // calls `f`, then writes) or across another call of `st()`: each public method takes it
-        // once, at its start. `forget_pending` also reaches the state, only from user code.
-        unsafe { &mut *self.s.get() }
+        // SAFETY: `s` points to this thread's `State`, which lives in its `ThreadCtx` for as long
+        // as the thread, and `execute` builds a `Tx` only while it holds the thread's `active`
+        // flag, so no other `Tx` points to it. `Tx` is neither `Send` nor `Sync`, so only this
+        // thread uses it. No method keeps this reference across a call into user code (`modify`
+        // reads, lets go, calls `f`, then writes) or across another call of `st()`: each public
+        // method takes it once. `forget_pending` also reaches the state, only from user code.
+        unsafe { &mut *self.s }
     }
 
     /// Reads `var`. `#[track_caller]`: the conflict log names this line.
@@ -224,7 +231,7 @@ impl Tx {
     #[inline]
     pub fn read<T: Word>(&self, var: &TVar<T>) -> TxResult<T> {
         let loc = Location::caller();
-        let bits = self.st().read_word(&var.word, loc)?;
+        let bits = self.st().read_fast(&var.word, loc)?;
         // SAFETY: the bits came from `to_bits::<T>` (the redo log or the word itself).
         Ok(unsafe { word::from_bits(bits) })
     }
@@ -248,7 +255,7 @@ impl Tx {
     #[inline]
     pub fn modify<T: Word>(&self, var: &TVar<T>, f: impl FnOnce(T) -> T) -> TxResult<T> {
         let loc = Location::caller();
-        let bits = self.st().read_word(&var.word, loc)?;
+        let bits = self.st().read_fast(&var.word, loc)?;
         // SAFETY: as in `read`.
         let new = f(unsafe { word::from_bits::<T>(bits) });
         self.st()
@@ -335,13 +342,11 @@ unsafe fn drop_box<T>(bits: u64) {
 }
 
 impl State {
-    fn new(rt: &'static Runtime, ctx: &ThreadCtx, frame: usize) -> Self {
-        let sink = sink();
+    fn new(rt: &'static Runtime, id: u64) -> Self {
         State {
             rt,
-            id: ctx.id,
-            // Acquire: see the module doc.
-            rv: rt.clock.load(Ordering::Acquire),
+            id,
+            rv: 0,
             inevitable: false,
             user_inevitable: false,
             doomed: None,
@@ -354,12 +359,58 @@ impl State {
             garbage: Vec::new(),
             #[cfg(not(loom))]
             guard: None,
-            sink,
-            start: sink.map(|_| Instant::now()),
+            sink: None,
+            start: None,
             conflict: None,
             took_token: false,
             wants_inevitable: false,
-            frame,
+            frame: 0,
+        }
+    }
+
+    /// Starts an attempt: a fresh snapshot. Every set is empty (see `end`).
+    #[inline]
+    fn begin(&mut self, frame: usize) {
+        if !(self.reads.is_empty() && self.writes.is_empty() && self.held.is_empty())
+            || self.inevitable
+        {
+            // Only after a panic inside the runtime itself, between an attempt's start and its
+            // end: undo what that attempt still held before starting afresh.
+            self.rollback();
+            self.end();
+        }
+        // Acquire: see the module doc.
+        self.rv = self.rt.clock.load(Ordering::Acquire);
+        self.inevitable = false;
+        self.user_inevitable = false;
+        self.doomed = None;
+        self.took_token = false;
+        self.wants_inevitable = false;
+        self.frame = frame;
+        let sink = sink();
+        self.sink = sink;
+        if sink.is_some() {
+            self.start = Some(Instant::now());
+            self.conflict = None;
+        }
+    }
+
+    /// Ends an attempt (committed or rolled back): empties the sets, keeping their capacity,
+    /// frees what the attempt allocated, and unpins the epoch.
+    #[inline]
+    fn end(&mut self) {
+        debug_assert!(self.writes.iter().all(|w| !w.owned) && self.held.is_empty());
+        self.free_pending();
+        self.reads.clear();
+        self.filter = 0;
+        if self.index.is_some() {
+            self.index = None;
+        }
+        self.after.clear();
+        self.free_garbage();
+        #[cfg(not(loom))]
+        if self.guard.is_some() {
+            self.guard = None;
         }
     }
 
@@ -372,10 +423,17 @@ impl State {
 
     #[inline]
     fn emit(&self, kind: EventKind) {
+        if self.sink.is_some() {
+            self.emit_at(Instant::now(), kind);
+        }
+    }
+
+    #[inline]
+    fn emit_at(&self, time: Instant, kind: EventKind) {
         if let Some(s) = self.sink {
             s.event(&Event {
                 thread: self.id,
-                time: Instant::now(),
+                time,
                 kind,
             });
         }
@@ -414,6 +472,21 @@ impl State {
         a
     }
 
+    /// Records in the side table that this thread, at `loc`, holds (and will write) orec `i`,
+    /// so that a transaction aborted by it can name the line. Only while a sink is installed;
+    /// written right after locking, so lock holders are named too.
+    #[cold]
+    fn note_writer(&self, i: usize, loc: SourceLocation) {
+        let side = self.rt.side();
+        // Relaxed: diagnostics only (see `SideTable`); the orec's release orders them for
+        // readers that acquire the new version.
+        side.loc[i].store(
+            loc as *const _ as *mut _,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        side.thread[i].store(self.id, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn orec_index_of(&self, orec: &AtomicU64) -> usize {
         // Recomputing from the address is cheaper than storing it in every read entry; only
         // the cold conflict path needs it.
@@ -423,7 +496,30 @@ impl State {
 
     // ----- read -----
 
-    #[inline]
+    /// The common read, inlined into `Tx::read`: a normal, healthy attempt reading a word it
+    /// has not written, unlocked and not newer than the snapshot. Everything else goes to
+    /// `read_word`. The three loads and their orderings are those of `read_word`.
+    #[inline(always)]
+    fn read_fast(&mut self, word: &AtomicU64, loc: SourceLocation) -> TxResult<u64> {
+        let addr = word as *const AtomicU64 as usize;
+        if self.doomed.is_none() && !self.inevitable && self.filter & filter_bit(addr) == 0 {
+            let (orec, _) = self.rt.orec(addr);
+            let o1 = orec.load(Ordering::Acquire);
+            let v = word.load(Ordering::Acquire);
+            let o2 = orec.load(Ordering::Acquire);
+            if o1 == o2 && o1 & LOCKED == 0 && o1 >> SHIFT <= self.rv {
+                self.reads.push(ReadEntry {
+                    orec,
+                    version: o1 & !FLAGS,
+                    loc,
+                });
+                return Ok(v);
+            }
+        }
+        self.read_word(word, loc)
+    }
+
+    #[inline(never)]
     fn read_word(&mut self, word: &AtomicU64, loc: SourceLocation) -> TxResult<u64> {
         if let Some(a) = self.doomed {
             return Err(a);
@@ -497,7 +593,9 @@ impl State {
                     ConflictKind::WriteRead
                 };
                 let oi = self.orec_index_of(r.orec);
-                let other = (o & LOCKED != 0).then(|| owner_of(o));
+                // A lock of our own on a changed word: the other side is whoever changed it,
+                // which the side table names.
+                let other = (o & LOCKED != 0 && owner_of(o) != self.id).then(|| owner_of(o));
                 let _ = loc;
                 return Err(self.fail(kind, r.loc, Some(oi), other));
             }
@@ -576,6 +674,9 @@ impl State {
         let (orec, orec_index) = self.rt.orec(addr);
         if self.inevitable {
             self.lock_inevitable(orec);
+            if self.sink.is_some() {
+                self.note_writer(orec_index, loc);
+            }
         }
         self.writes.push(WriteEntry {
             word,
@@ -862,17 +963,19 @@ impl State {
 
     // ----- commit -----
 
-    /// Commits; on failure everything is already released.
-    fn commit(&mut self) -> TxResult<()> {
+    /// Commits; returns whether the attempt wrote nothing. On failure everything is already
+    /// released.
+    fn commit(&mut self) -> TxResult<bool> {
         if let Some(a) = self.doomed {
             return Err(a);
         }
+        let read_only = self.writes.is_empty();
         if self.inevitable {
             self.commit_inevitable();
-            return Ok(());
+            return Ok(read_only);
         }
-        if self.writes.is_empty() {
-            return Ok(());
+        if read_only {
+            return Ok(true);
         }
         'again: loop {
             // Lock the write set.
@@ -921,6 +1024,10 @@ impl State {
                         let w = &mut self.writes[i];
                         w.prev = o;
                         w.owned = true;
+                        if self.sink.is_some() {
+                            let (oi, loc) = (w.orec_index, w.loc);
+                            self.note_writer(oi, loc);
+                        }
                         break;
                     }
                     spin.spin();
@@ -938,18 +1045,9 @@ impl State {
             return Err(a);
         }
         self.write_back();
-        let logging = self.sink.is_some();
         let mut waiters = false;
         for w in self.writes.iter_mut() {
             if w.owned {
-                if logging {
-                    let side = self.rt.side();
-                    side.loc[w.orec_index].store(
-                        w.loc as *const _ as *mut _,
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                    side.thread[w.orec_index].store(self.id, std::sync::atomic::Ordering::Relaxed);
-                }
                 waiters |= w.prev & WAITERS != 0;
                 // Release: publishes the written-back words together with the new version.
                 w.orec.store(wv << SHIFT, Ordering::Release);
@@ -960,7 +1058,7 @@ impl State {
         if waiters {
             self.rt.commits.notify();
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Stores the redo log into the words (their orecs are locked by us) and retires replaced
@@ -997,13 +1095,8 @@ impl State {
             None
         };
         if self.sink.is_some() {
-            let side = self.rt.side();
             for w in &self.writes {
-                side.loc[w.orec_index].store(
-                    w.loc as *const _ as *mut _,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                side.thread[w.orec_index].store(self.id, std::sync::atomic::Ordering::Relaxed);
+                self.note_writer(w.orec_index, w.loc);
             }
         }
         let waiters = self.release_held(wv);
@@ -1153,23 +1246,32 @@ fn execute<R, E>(
         let marker = 0u8;
         let frame =
             (core::ptr::addr_of!(marker) as usize).min(body as *const _ as *const u8 as usize);
+        // SAFETY: the state lives in this thread's context; `active` (set above, cleared by
+        // `Active::drop`) makes this the only `execute` on the thread using it, and nested calls
+        // panic before reaching here. It is reached only through this raw pointer (and
+        // `ctx.current`, derived from it) until `execute` returns.
+        let state: *mut State =
+            unsafe { &mut *ctx.state.get() }.get_or_insert_with(|| State::new(rt, ctx.id));
+        let mut tx = Tx { s: state };
         let mut force_inevitable = matches!(mode, Mode::Inevitable);
         loop {
-            let mut tx = Tx {
-                s: UnsafeCell::new(State::new(rt, ctx, frame)),
-                _not_send: PhantomData,
-            };
             let from_start = force_inevitable || ctx.aborts.get() >= rt.abort_limit;
             {
                 let s = tx.st();
-                s.emit(EventKind::Start {
-                    inevitable: from_start,
-                });
+                s.begin(frame);
+                if let Some(t) = s.start.filter(|_| s.sink.is_some()) {
+                    s.emit_at(
+                        t,
+                        EventKind::Start {
+                            inevitable: from_start,
+                        },
+                    );
+                }
                 if from_start {
                     s.take_token(None);
                     s.user_inevitable = matches!(mode, Mode::Inevitable);
                 }
-                ctx.current.set(s as *mut State);
+                ctx.current.set(state);
             }
             let r = catch_unwind(AssertUnwindSafe(|| body(&mut tx)));
             let s = tx.st();
@@ -1177,38 +1279,45 @@ fn execute<R, E>(
                 Ok(r) => r,
                 Err(payload) => {
                     s.rollback();
-                    s.free_garbage();
                     ctx.counters.bump(stats::PANICS);
                     s.emit_abort(AbortCause::Panic);
+                    s.end();
                     ctx.aborts.set(0);
-                    drop(tx);
                     drop(active);
                     resume_unwind(payload);
                 }
             };
             match r {
                 Ok(v) => match s.commit() {
-                    Ok(()) => {
+                    Ok(read_only) => {
                         let inev = s.took_token;
                         ctx.counters.bump(stats::COMMITS);
-                        if s.writes.is_empty() && !inev {
+                        if read_only {
                             ctx.counters.bump(stats::READ_ONLY_COMMITS);
                         }
                         if inev {
                             ctx.counters.bump(stats::INEVITABLE_RUNS);
                         }
                         if s.sink.is_some() {
-                            let duration = s.start.map(|t| t.elapsed()).unwrap_or_default();
-                            s.emit(EventKind::Commit {
-                                read_only: s.writes.is_empty(),
-                                duration,
-                            });
+                            let now = Instant::now();
+                            let duration = s.start.map(|t| now - t).unwrap_or_default();
+                            s.emit_at(
+                                now,
+                                EventKind::Commit {
+                                    read_only,
+                                    duration,
+                                },
+                            );
                         }
+                        // Published values now belong to their TBoxes: not freed by `end`.
                         s.writes.clear();
-                        s.free_garbage();
+                        let after = if s.after.is_empty() {
+                            Vec::new()
+                        } else {
+                            core::mem::take(&mut s.after)
+                        };
+                        s.end();
                         ctx.aborts.set(0);
-                        let after = core::mem::take(&mut s.after);
-                        drop(tx);
                         drop(active);
                         for f in after {
                             f();
@@ -1224,6 +1333,7 @@ fn execute<R, E>(
                     s.rollback();
                     ctx.counters.bump(stats::CANCELS);
                     s.emit_abort(AbortCause::Cancel);
+                    s.end();
                     ctx.aborts.set(0);
                     return Err(e);
                 }
@@ -1232,16 +1342,22 @@ fn execute<R, E>(
                     // attempt's own verdict first.
                     let a = s.doomed.unwrap_or(a);
                     if a.cause == AbortCause::Retry {
-                        assert!(
-                            !s.user_inevitable,
-                            "stm: retry() in an inevitable transaction: it cannot be rolled back"
-                        );
+                        if s.user_inevitable {
+                            s.rollback();
+                            s.end();
+                            drop(active);
+                            panic!(
+                                "stm: retry() in an inevitable transaction: it cannot be rolled \
+                                 back"
+                            );
+                        }
                         s.rollback();
                         ctx.counters.bump(stats::RETRIES);
                         s.emit_abort(AbortCause::Retry);
                         ctx.aborts.set(0);
                         force_inevitable = false;
                         s.wait_for_change();
+                        s.end();
                         continue;
                     }
                     s.rollback();
@@ -1250,8 +1366,7 @@ fn execute<R, E>(
             }
             // A failed become_inevitable asks for an inevitable rerun.
             force_inevitable = matches!(mode, Mode::Inevitable) || s.wants_inevitable;
-            ctx.current.set(core::ptr::null_mut());
-            drop(tx);
+            s.end();
             backoff(ctx.aborts.get());
         }
     })
@@ -1260,17 +1375,21 @@ fn execute<R, E>(
 impl State {
     fn emit_abort(&self, cause: AbortCause) {
         if self.sink.is_some() {
-            let lost = self.start.map(|t| t.elapsed()).unwrap_or_default();
+            let now = Instant::now();
+            let lost = self.start.map(|t| now - t).unwrap_or_default();
             let conflict = if matches!(cause, AbortCause::Conflict(_)) {
                 self.conflict
             } else {
                 None
             };
-            self.emit(EventKind::Abort {
-                cause,
-                conflict,
-                lost,
-            });
+            self.emit_at(
+                now,
+                EventKind::Abort {
+                    cause,
+                    conflict,
+                    lost,
+                },
+            );
         }
     }
 
