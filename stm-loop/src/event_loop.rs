@@ -325,6 +325,7 @@ impl<S: EventSource> EventLoop<S> {
         while !self.inner.stop.load(Ordering::Acquire) {
             self.run_once(None)?;
         }
+        // Release: like `stop`'s store, pairs with the Acquire loads of the flag.
         self.inner.stop.store(false, Ordering::Release);
         Ok(())
     }

@@ -377,6 +377,8 @@ impl TransactionQueue {
         run.work();
         // Late helpers must not join a finished run (harmless, but wasted wake-ups).
         self.shared.close(&run);
+        // Relaxed: `work` returned after an Acquire load of `outstanding == 0`, which every
+        // worker's AcqRel `fetch_sub` (sequenced after its statistics) released.
         let panics = run.panics.load(Ordering::Relaxed);
         let tasks = run.tasks.load(Ordering::Relaxed);
         let stats = RunStats {
