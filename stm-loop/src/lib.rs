@@ -34,7 +34,7 @@
 //! - `source`: the [`EventSource`] trait and [`Readiness`]; backends [`MioSource`] (default),
 //!   `PollingSource` (feature `polling`) and [`ScriptedSource`] (deterministic tests). The
 //!   readiness contracts (edge-triggered vs one-shot) and how tokio code submits batches are in
-//!   that module's docs.
+//!   the [`EventSource`] docs.
 //! - `event_loop`: [`EventLoop`] (callbacks, timers, handlers per token, one batch each per
 //!   turn) and its thread-safe [`LoopHandle`].
 //! - [`primes`]: the article's benchmark server, in STM and plain serial modes.

@@ -302,7 +302,35 @@ impl TransactionQueue {
     }
 
     /// Ordered mode (builder): commits happen in add order, so the outcome equals running the
-    /// tasks one by one in that order, while their bodies still run in parallel.
+    /// tasks one by one in that order (FIFO: tasks added by a task go to the end), while their
+    /// bodies still run in parallel.
+    ///
+    /// How: a task's first attempt runs speculatively; when its body is done it waits, holding
+    /// no lock, until every earlier task has committed, then commits (or, if an earlier task
+    /// changed what it read, runs again). After-commit actions therefore also run in add order.
+    /// A body that becomes inevitable before its turn is rolled back and run again at its turn,
+    /// so do I/O in [`Tx::after_commit`], not in an inevitable body. A task that calls
+    /// [`Tx::retry`] waiting for a word that only a later task writes waits forever, as it would
+    /// in the serial loop.
+    ///
+    /// ```
+    /// use stm_core::TBox;
+    /// use stm_loop::TransactionQueue;
+    /// use std::sync::Arc;
+    ///
+    /// let log = Arc::new(TBox::new(Vec::new()));
+    /// let mut q = TransactionQueue::with_workers(2).ordered(true);
+    /// for i in 0..50 {
+    ///     let log = log.clone();
+    ///     q.add(move |tx| {
+    ///         let mut l = tx.read_box(&log)?.clone();
+    ///         l.push(i);
+    ///         tx.write_box(&log, l)
+    ///     });
+    /// }
+    /// q.run();
+    /// assert_eq!(log.load(), (0..50).collect::<Vec<_>>());
+    /// ```
     pub fn ordered(mut self, ordered: bool) -> Self {
         self.ordered = ordered;
         self
@@ -344,6 +372,9 @@ impl TransactionQueue {
     }
 
     /// Runs every added task, and the tasks they add, and returns when all are done.
+    ///
+    /// A task that blocks in [`Tx::retry`] occupies its worker until another task (or thread)
+    /// changes what it read: with fewer workers than waiting tasks, the run waits forever.
     ///
     /// # Panics
     ///

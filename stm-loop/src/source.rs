@@ -1,50 +1,6 @@
 //! [`EventSource`]: the pluggable part of the loop, and its backends.
 //!
-//! The loop needs two things from an I/O backend: "wait until something is ready, at most this
-//! long, and tell me which tokens" and "wake that wait from another thread". Registration stays
-//! native: with [`MioSource`] you register through [`MioSource::registry`] (a `mio::Registry`),
-//! with `PollingSource` through its `polling::Poller`. A token is whatever `usize` you registered
-//! the source with; the loop maps it to a handler.
-//!
-//! # Readiness contracts: edge-triggered (mio) and one-shot (polling)
-//!
-//! - **mio is edge-triggered.** An event says "this became ready"; it is not repeated while the
-//!   socket stays ready. A handler must read (or write) until `WouldBlock`, or it will never hear
-//!   of the rest. A handler transaction that aborts and runs again must therefore keep what the
-//!   first attempt read (in its own state, outside the transaction), not read again.
-//! - **polling is one-shot by default.** After an event the registration is disarmed; nothing
-//!   more arrives until the handler re-arms it with `Poller::modify`. Draining until `WouldBlock`
-//!   is still wise, and re-arming belongs in `after_commit` (so an aborted attempt does not
-//!   re-arm twice; re-arming twice is harmless but wasted).
-//! - **The scripted source** delivers exactly the batches you push, in order: deterministic.
-//!
-//! # Other front ends
-//!
-//! calloop's `EventLoop` is `!Send` and callback-driven: embed the STM loop's work in a calloop
-//! callback (run a [`TransactionQueue`](crate::TransactionQueue) batch from it) rather than
-//! wrapping calloop as a source. tokio and async-io are front ends, not backends: async code
-//! collects work and submits it to a queue as one batch, e.g. from a blocking task:
-//!
-//! ```
-//! use stm_core::TVar;
-//! use stm_loop::TransactionQueue;
-//! use std::sync::{Arc, mpsc};
-//!
-//! // In tokio this would be `tokio::task::spawn_blocking` fed by an `mpsc` of requests; here a
-//! // std channel stands in so the example runs without a runtime.
-//! let hits = Arc::new(TVar::new(0u64));
-//! let (tx, rx) = mpsc::channel::<u64>();
-//! for i in 0..10 { tx.send(i).unwrap(); }
-//! drop(tx);
-//! let mut q = TransactionQueue::with_workers(2);
-//! let batch: Vec<u64> = rx.iter().collect();      // everything that arrived since last time
-//! for weight in batch {
-//!     let hits = hits.clone();
-//!     q.add(move |tx| tx.modify(&hits, |h| h + weight).map(drop));
-//! }
-//! q.run();                                           // one batch, in parallel, serializable
-//! assert_eq!(hits.load(), 45);
-//! ```
+//! See [`EventSource`] for the contract and the backends.
 
 use std::collections::VecDeque;
 use std::io;
@@ -75,7 +31,51 @@ impl Readiness {
 
 /// An I/O backend for [`EventLoop`](crate::EventLoop): poll into a batch, and a wake handle.
 ///
-/// See the [module documentation](self) for the readiness contracts of each backend.
+/// The loop needs two things from an I/O backend: "wait until something is ready, at most this
+/// long, and tell me which tokens" and "wake that wait from another thread". Registration stays
+/// native: with [`MioSource`] you register through [`MioSource::registry`] (a `mio::Registry`),
+/// with `PollingSource` through its `polling::Poller`. A token is whatever `usize` you registered
+/// the source with; the loop maps it to a handler.
+///
+/// # Readiness contracts: edge-triggered (mio) and one-shot (polling)
+///
+/// - **mio is edge-triggered.** An event says "this became ready"; it is not repeated while the
+///   socket stays ready. A handler must read (or write) until `WouldBlock`, or it will never hear
+///   of the rest. A handler transaction that aborts and runs again must therefore keep what the
+///   first attempt read (in its own state, outside the transaction), not read again.
+/// - **polling is one-shot by default.** After an event the registration is disarmed; nothing
+///   more arrives until the handler re-arms it with `Poller::modify`. Draining until `WouldBlock`
+///   is still wise, and re-arming belongs in `after_commit` (so an aborted attempt does not
+///   re-arm twice; re-arming twice is harmless but wasted).
+/// - **The scripted source** delivers exactly the batches you push, in order: deterministic.
+///
+/// # Other front ends
+///
+/// calloop's `EventLoop` is `!Send` and callback-driven: embed the STM loop's work in a calloop
+/// callback (run a [`TransactionQueue`](crate::TransactionQueue) batch from it) rather than
+/// wrapping calloop as a source. tokio and async-io are front ends, not backends: async code
+/// collects work and submits it to a queue as one batch, e.g. from a blocking task:
+///
+/// ```
+/// use stm_core::TVar;
+/// use stm_loop::TransactionQueue;
+/// use std::sync::{Arc, mpsc};
+///
+/// // In tokio this would be `tokio::task::spawn_blocking` fed by an `mpsc` of requests; here a
+/// // std channel stands in so the example runs without a runtime.
+/// let hits = Arc::new(TVar::new(0u64));
+/// let (tx, rx) = mpsc::channel::<u64>();
+/// for i in 0..10 { tx.send(i).unwrap(); }
+/// drop(tx);
+/// let mut q = TransactionQueue::with_workers(2);
+/// let batch: Vec<u64> = rx.iter().collect();      // everything that arrived since last time
+/// for weight in batch {
+///     let hits = hits.clone();
+///     q.add(move |tx| tx.modify(&hits, |h| h + weight).map(drop));
+/// }
+/// q.run();                                           // one batch, in parallel, serializable
+/// assert_eq!(hits.load(), 45);
+/// ```
 pub trait EventSource {
     /// A thread-safe handle that interrupts a [`poll`](Self::poll) in progress (or makes the
     /// next one return at once).

@@ -1,6 +1,6 @@
 //! The article's benchmark: an HTTP/1.1 server that answers `GET /N` with the primes up to N.
 //!
-//! Two modes share the connection code ([`conn`](self) module, private):
+//! Two modes share the connection code (the private `conn` module):
 //!
 //! - [`ServerMode::Stm`]: an [`EventLoop`] over [`MioSource`] whose handlers run as parallel
 //!   transactions on `workers` workers. A connection's handler reads what is available, parses
