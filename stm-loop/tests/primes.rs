@@ -386,3 +386,51 @@ fn answers_larger_than_the_socket_buffers_arrive_whole_and_in_order() {
         srv.stop().unwrap();
     }
 }
+
+/// Random bytes (a fixed-seed generator; some with a valid request line in front) on 60
+/// connections per mode: each connection ends (answered or not), and the server still serves.
+#[test]
+fn random_garbage_never_hurts_the_server() {
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for mode in MODES {
+        let srv = server(mode);
+        for i in 0..60 {
+            let mut bytes: Vec<u8> = match i % 3 {
+                0 => Vec::new(),
+                1 => b"GET /".to_vec(),
+                _ => b"GET /10 HTTP/1.1\r\n".to_vec(),
+            };
+            let len = (next() % 300) as usize;
+            bytes.extend((0..len).map(|_| {
+                let r = next();
+                // Mostly printable, with CR/LF and some control bytes.
+                match r % 10 {
+                    0 => b'\r',
+                    1 => b'\n',
+                    2 => (r >> 8) as u8,
+                    _ => b' ' + ((r >> 8) % 95) as u8,
+                }
+            }));
+            let mut s = connect(srv.local_addr());
+            s.write_all(&bytes).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            // Whatever the answers, the server must close its side.
+            let mut sink = Vec::new();
+            match s.read_to_end(&mut sink) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                Err(e) => panic!("{mode:?} connection {i}: {e}"),
+            }
+        }
+        let mut s = connect(srv.local_addr());
+        let mut buf = Vec::new();
+        assert_eq!(primes_of(&get(&mut s, &mut buf, "/10")), vec![2, 3, 5, 7]);
+        srv.stop().unwrap();
+    }
+}
