@@ -147,7 +147,9 @@ pub struct RunStats {
     /// Attempts rolled back and run again: conflicts and `retry` wake-ups. (An ordered-mode
     /// attempt that gives up in order to wait for its turn is not counted.)
     pub aborts: u64,
-    /// Tasks that panicked.
+    /// Tasks that panicked (in an attempt, whose writes are then discarded, or in an
+    /// after-commit action, after their transaction committed; either way the tasks they added
+    /// are dropped).
     pub panics: u64,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
