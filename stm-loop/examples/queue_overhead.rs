@@ -3,7 +3,9 @@
 //!
 //! Workload: for each worker count, 10 warm-up runs, then 101 timed runs of 10,000 tasks whose
 //! body is `Ok(())`; reports the median and the 10th/90th percentiles of `run()` alone and of
-//! `add` x 10,000 + `run()`. Then 10,001 runs of one empty task, median per run.
+//! `add` x 10,000 + `run()`. Then 10,001 runs of one empty task, median per run. Then 10,001
+//! event-loop turns over the scripted source, each with one ready token whose handler
+//! increments a `TVar` (push the batch, `run_once`), median per turn.
 //!
 //! ```text
 //! cargo run --release -p stm-loop --example queue_overhead
@@ -11,7 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use stm_loop::TransactionQueue;
+use stm_core::TVar;
+use stm_loop::{EventLoop, Readiness, ScriptedSource, TransactionQueue};
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort_unstable();
@@ -58,6 +61,30 @@ fn main() {
             "workers={workers}: one-task run median {:?} (p90 {:?})",
             pct(&mut single, 0.5),
             pct(&mut single, 0.9)
+        );
+        let source = ScriptedSource::new();
+        let script = source.handle();
+        let mut ev = EventLoop::with_queue(source, q);
+        let n = std::sync::Arc::new(TVar::new(0u64));
+        let n2 = n.clone();
+        ev.set_handler(1, move |tx, _| tx.modify(&n2, |x| x + 1).map(drop));
+        let mut turns = Vec::with_capacity(10_001);
+        for _ in 0..10_001 {
+            let t = Instant::now();
+            script.push(vec![Readiness {
+                token: 1,
+                readable: true,
+                ..Default::default()
+            }]);
+            ev.run_once(None)
+                .expect("the scripted source does not fail");
+            turns.push(t.elapsed());
+        }
+        assert_eq!(n.load(), 10_001);
+        println!(
+            "workers={workers}: loop turn with one ready handler median {:?} (p90 {:?})",
+            pct(&mut turns, 0.5),
+            pct(&mut turns, 0.9)
         );
     }
 }
