@@ -181,6 +181,16 @@ impl TCounter {
     }
 }
 
+impl TCounter {
+    /// The sum of the shards' committed values, read one by one outside any transaction: not a
+    /// snapshot (adds that commit meanwhile may be half counted), but it conflicts with nothing.
+    pub(crate) fn approximate(&self) -> i64 {
+        self.shards
+            .iter()
+            .fold(0i64, |a, s| a.wrapping_add(s.load()))
+    }
+}
+
 impl Default for TCounter {
     fn default() -> Self {
         Self::new()
@@ -191,12 +201,8 @@ impl core::fmt::Debug for TCounter {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // Not a snapshot across shards (Debug may be called inside a transaction, where
         // `load` would nest): each shard's committed value.
-        let sum: i64 = self
-            .shards
-            .iter()
-            .fold(0i64, |a, s| a.wrapping_add(s.load()));
         f.debug_struct("TCounter")
-            .field("committed_sum", &sum)
+            .field("committed_sum", &self.approximate())
             .field("shards", &self.shards.len())
             .finish()
     }

@@ -15,19 +15,19 @@
 //! - `len` sums the count shards: it conflicts with concurrent inserts and removes only.
 //! - **Growth** is a transaction of its own, never part of the user's: an `insert` that leaves
 //!   its bucket with [`GROW_CHAIN`] entries or more registers an after-commit action, which runs
-//!   `grow` once the user's transaction has committed. `grow` checks that the table is still the
-//!   one that was crowded and that the map holds more entries than buckets, then copies every
-//!   bucket into a table twice as large and installs it with one write of the table pointer.
-//!   Readers never wait: until that commit they read the old table, which the epoch keeps alive
-//!   while they can see it. Writers of any bucket invalidate the copy (it read every bucket):
-//!   after [`GROW_OPTIMISTIC_ATTEMPTS`] failed copies the next attempt runs inevitable, and
-//!   writers of buckets it has already copied pause until it commits (readers still do not).
-//!   Without that, a copy under steady writing would redo the whole-table work up to the
-//!   runtime's abort limit (16) before getting there. The checks before the copy (table
-//!   pointer and count shards, which every insert writes) may abort any number of times
-//!   without escalating. Each growth doubles the table, so its cost is amortised over the
-//!   inserts that filled it; in-flight operations that read the old table pointer abort once
-//!   when it commits.
+//!   `grow` once the user's transaction has committed. `grow` checks, outside any transaction,
+//!   that the table still has the size the insert saw and that the map holds more entries than
+//!   buckets (an approximate count: the sum of the shards' committed values; a heuristic, so it
+//!   conflicts with nothing). Then it copies every bucket into a table twice as large and
+//!   installs it with one write of the table pointer. Readers never wait: until that commit
+//!   they read the old table, which the epoch keeps alive while they can see it. Writers of any
+//!   bucket invalidate the copy (it read every bucket): after [`GROW_OPTIMISTIC_ATTEMPTS`]
+//!   failed copies the next attempt runs inevitable, and writers of buckets it has already
+//!   copied pause until it commits (readers still do not). Without that, a copy under steady
+//!   writing would redo the whole-table work up to the runtime's abort limit (16) before
+//!   getting there. Each growth doubles the table, so its cost is amortised over the inserts
+//!   that filled it; in-flight operations that read the old table pointer abort once when it
+//!   commits.
 
 use super::counter::TCounter;
 use crate::{TBox, Tx, TxResult, atomically};
@@ -414,8 +414,16 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    // Attempts that got as far as copying (the cheap checks before it may abort any number of
-    // times without escalating: they read only the table pointer and the count shards).
+    // The checks run outside any transaction: they are only a heuristic (growing is always
+    // correct), and a transaction reading every count shard would conflict with every insert.
+    if inner.table.with(|t| t.buckets.len()) != seen {
+        return; // someone else grew it already
+    }
+    let len = inner.count.approximate().max(0) as usize;
+    if len <= seen * MAX_LOAD {
+        return; // a crowded bucket, not a crowded table
+    }
+    // Attempts that got as far as copying.
     let mut copies = 0u32;
     atomically(|tx| {
         if copies >= GROW_OPTIMISTIC_ATTEMPTS {
@@ -427,11 +435,7 @@ where
         let table = tx.read_box(&inner.table)?;
         let n = table.buckets.len();
         if n != seen {
-            return Ok(()); // someone else grew it already
-        }
-        let len = inner.count.get(tx)?.max(0) as usize;
-        if len <= n * MAX_LOAD {
-            return Ok(()); // a crowded bucket, not a crowded table
+            return Ok(()); // grown meanwhile
         }
         copies += 1;
         let m = (n * 2).max((len / MAX_LOAD).next_power_of_two());
