@@ -41,7 +41,10 @@
 //!
 //! Counting hits per key with `TMap<String, u64>` makes two hits on the same key conflict (both
 //! rewrite its bucket). A map of shared [`TCounter`](crate::collections::TCounter)s does not:
-//! after the first hit, each hit only reads the bucket and adds to its own shard.
+//! after the first hit, each hit only reads the bucket and adds to its own shard. (Each
+//! counter takes a cache line per shard;
+//! [`TCounter::with_shards`](crate::collections::TCounter::with_shards) bounds that for maps
+//! with many keys.)
 //!
 //! ```
 //! use stm_core::{Tx, TxResult, atomically};
