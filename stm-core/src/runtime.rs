@@ -141,6 +141,8 @@ pub(crate) struct Runtime {
     pub(crate) clock: CachePadded<AtomicU64>,
     orecs: Box<[AtomicU64]>,
     mask: usize,
+    /// log2 of the table size.
+    bits: u32,
     /// Thread id of the inevitable transaction, 0 when none. CAS with AcqRel to take it, store
     /// with Release to give it back (pairs with the next taker's Acquire, handing over the
     /// released orecs too).
@@ -163,6 +165,7 @@ impl Runtime {
             clock: CachePadded::new(AtomicU64::new(0)),
             orecs: (0..n).map(|_| AtomicU64::new(0)).collect(),
             mask: n - 1,
+            bits: config.lock_table_bits,
             inevitable: CachePadded::new(AtomicU64::new(0)),
             inevitable_done: Event::new(),
             commits: Event::new(),
@@ -176,7 +179,11 @@ impl Runtime {
     /// The orec of the word at `addr`.
     #[inline]
     pub(crate) fn orec(&self, addr: usize) -> (&AtomicU64, usize) {
-        let i = (addr >> 3) & self.mask;
+        // Consecutive words get consecutive orecs (arrays of TVars stay dense in the table);
+        // the high bits are folded in, so that objects at the same offset in different
+        // table-sized regions (per-thread heap arenas are 64 MiB aligned) do not share orecs.
+        let w = addr >> 3;
+        let i = (w ^ (w >> self.bits)) & self.mask;
         debug_assert!(i < self.orecs.len());
         // SAFETY: `orecs` has `mask + 1` entries (both set in `new` from the same power of
         // two) and `i <= mask`.

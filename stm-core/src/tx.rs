@@ -112,16 +112,19 @@ pub fn thread_id() -> u64 {
     CTX.with(|c| c.id)
 }
 
-/// Called when a `TVar`/`TBox` at `addr` is dropped or consumed: if the transaction running on
-/// this thread has a pending write to it, the write is discarded (its value can no longer be
-/// stored anywhere).
+/// Called when a `TVar`/`TBox` at `addr` is dropped or consumed: if the body of a transaction
+/// is running on this thread and has a pending write to it, the write is discarded (its value
+/// can no longer be stored anywhere). Drops that the runtime itself performs (freeing values,
+/// epoch collection) happen while `current` is null.
 pub(crate) fn forget_pending(addr: usize) {
     let _ = CTX.try_with(|c| {
         let p = c.current.get();
         if !p.is_null() {
-            // SAFETY: `current` is non-null only while an attempt runs on this thread and points
-            // to its `State`, which outlives the attempt; the thread is inside user code of that
-            // attempt (a drop in the body), where no `Tx` method holds a reference to the state.
+            // SAFETY: `current` is non-null only while the body of an attempt runs on this thread
+            // and points to its `State`, which lives as long as the thread. Being here, the
+            // thread is in user code of that body (a drop), where no `Tx` method holds a
+            // reference to the state (`Tx::pin_epoch` holds none while pinning runs
+            // destructors).
             unsafe { (*p).discard_write(addr) };
         }
     });
@@ -271,9 +274,8 @@ impl Tx {
         b: &'a crate::TBox<T>,
     ) -> TxResult<&'a T> {
         let loc = Location::caller();
-        let s = self.st();
-        s.pin_epoch();
-        let bits = s.read_word(&b.word, loc)?;
+        self.pin_epoch();
+        let bits = self.st().read_word(&b.word, loc)?;
         // SAFETY: the word holds a live `Box<T>` allocation: either a pending one of this
         // attempt (freed only when the attempt ends, after the body and so after 'a), or a
         // published one, which is retired through the epoch that this attempt pinned before
@@ -291,13 +293,23 @@ impl Tx {
         value: T,
     ) -> TxResult<()> {
         let loc = Location::caller();
-        let s = self.st();
-        if let Some(a) = s.doomed {
+        if let Some(a) = self.st().doomed {
             return Err(a);
         }
-        s.pin_epoch();
+        self.pin_epoch();
         let bits = Box::into_raw(Box::new(value)) as usize as u64;
-        s.write_word(&b.word, bits, loc, Some(drop_box::<T>))
+        self.st()
+            .write_word(&b.word, bits, loc, Some(drop_box::<T>))
+    }
+
+    /// Pins the epoch for the rest of the attempt. Pinning may run deferred destructors (user
+    /// `Drop` code), so no reference to the state is held across it.
+    #[cfg(not(loom))]
+    fn pin_epoch(&self) {
+        if self.st().guard.is_none() {
+            let g = crossbeam_epoch::pin();
+            self.st().guard = Some(g);
+        }
     }
 
     /// Runs `f` once, after this transaction commits (never if it aborts). Use it for I/O.
@@ -395,30 +407,16 @@ impl State {
         }
     }
 
-    /// Ends an attempt (committed or rolled back): empties the sets, keeping their capacity,
-    /// frees what the attempt allocated, and unpins the epoch.
+    /// Ends an attempt (committed or rolled back): empties the sets, keeping their capacity.
+    /// What the attempt allocated and never published moves to `garbage`; `release` frees it
+    /// (and unpins the epoch) once no reference to the state is alive, because freeing runs
+    /// user `Drop` code.
     #[inline]
     fn end(&mut self) {
         debug_assert!(self.writes.iter().all(|w| !w.owned) && self.held.is_empty());
         self.free_pending();
         self.reads.clear();
-        self.filter = 0;
-        if self.index.is_some() {
-            self.index = None;
-        }
         self.after.clear();
-        self.free_garbage();
-        #[cfg(not(loom))]
-        if self.guard.is_some() {
-            self.guard = None;
-        }
-    }
-
-    #[cfg(not(loom))]
-    fn pin_epoch(&mut self) {
-        if self.guard.is_none() {
-            self.guard = Some(crossbeam_epoch::pin());
-        }
     }
 
     #[inline]
@@ -472,9 +470,9 @@ impl State {
         a
     }
 
-    /// Records in the side table that this thread, at `loc`, holds (and will write) orec `i`,
-    /// so that a transaction aborted by it can name the line. Only while a sink is installed;
-    /// written right after locking, so lock holders are named too.
+    /// Records in the side table that this thread, at `loc`, writes orec `i`, so that a
+    /// transaction aborted by it can name the line. Only while a sink is installed; written
+    /// once the commit is sure (validated) and before its release.
     #[cold]
     fn note_writer(&self, i: usize, loc: SourceLocation) {
         let side = self.rt.side();
@@ -651,8 +649,9 @@ impl State {
     ) -> TxResult<()> {
         if let Some(a) = self.doomed {
             if let Some(d) = drop_box {
-                // SAFETY: `bits` is the fresh allocation made by `write_box`, owned here.
-                unsafe { d(bits) };
+                // The fresh allocation of `write_box`: freed by `release`, not here, since its
+                // `Drop` may reach this state.
+                self.garbage.push((bits, d));
             }
             return Err(a);
         }
@@ -1024,10 +1023,6 @@ impl State {
                         let w = &mut self.writes[i];
                         w.prev = o;
                         w.owned = true;
-                        if self.sink.is_some() {
-                            let (oi, loc) = (w.orec_index, w.loc);
-                            self.note_writer(oi, loc);
-                        }
                         break;
                     }
                     spin.spin();
@@ -1043,6 +1038,13 @@ impl State {
         {
             self.unlock_writes();
             return Err(a);
+        }
+        if self.sink.is_some() {
+            // After validation (an attempt that fails it must still find the previous writer
+            // of its own locked orecs in the table) and before the release that publishes it.
+            for w in self.writes.iter().filter(|w| w.owned) {
+                self.note_writer(w.orec_index, w.loc);
+            }
         }
         self.write_back();
         let mut waiters = false;
@@ -1130,15 +1132,21 @@ impl State {
         self.free_pending();
     }
 
+    /// Empties the write set; its unpublished `TBox` allocations go to `garbage`.
     fn free_pending(&mut self) {
         for w in self.writes.drain(..) {
             if let Some(d) = w.drop_box {
-                // SAFETY: an allocation of this attempt, never published.
-                unsafe { d(w.value) };
+                self.garbage.push((w.value, d));
             }
+        }
+        self.filter = 0;
+        if self.index.is_some() {
+            self.index = None;
         }
     }
 
+    /// Frees `garbage` in place: only for the thread-exit destructor, where no transaction can
+    /// start from a `Drop` any more (see `release` for the normal path).
     fn free_garbage(&mut self) {
         for (v, d) in self.garbage.drain(..) {
             // SAFETY: superseded or discarded allocations of this attempt, never published; the
@@ -1164,6 +1172,35 @@ impl State {
             })
         });
     }
+}
+
+/// Frees what the ended attempt left in `garbage` and unpins the epoch, with no reference to
+/// the state alive: the values' `Drop` code may run anything, including `forget_pending` (which
+/// finds `current` null and does nothing) or, through an epoch collection, other frees.
+fn release(p: *mut State) {
+    loop {
+        // SAFETY: `p` is this thread's state (see `Tx::st`); the reference lives only for this
+        // statement, and no other reference to the state is alive in the caller.
+        let mut garbage = core::mem::take(unsafe { &mut (*p).garbage });
+        if garbage.is_empty() {
+            // Put the (empty) vector back to keep its capacity.
+            // SAFETY: as above.
+            unsafe { (*p).garbage = garbage };
+            break;
+        }
+        for (v, d) in garbage.drain(..) {
+            // SAFETY: allocations of the ended attempt that were never published (superseded,
+            // discarded or rolled back); the body has returned, so no `read_box` reference to
+            // them is alive.
+            unsafe { d(v) };
+        }
+        // SAFETY: as above. A `Drop` that ran just now and started a transaction of its own
+        // released that one's garbage itself; loop in case anything was added.
+        unsafe { (*p).garbage = garbage };
+    }
+    #[cfg(not(loom))]
+    // SAFETY: as above.
+    drop(unsafe { (*p).guard.take() });
 }
 
 #[cold]
@@ -1271,9 +1308,11 @@ fn execute<R, E>(
                     s.take_token(None);
                     s.user_inevitable = matches!(mode, Mode::Inevitable);
                 }
-                ctx.current.set(state);
             }
+            // `current` is set only while user code of the body runs (see `forget_pending`).
+            ctx.current.set(state);
             let r = catch_unwind(AssertUnwindSafe(|| body(&mut tx)));
+            ctx.current.set(core::ptr::null_mut());
             let s = tx.st();
             let r = match r {
                 Ok(r) => r,
@@ -1283,6 +1322,7 @@ fn execute<R, E>(
                     s.emit_abort(AbortCause::Panic);
                     s.end();
                     ctx.aborts.set(0);
+                    release(state);
                     drop(active);
                     resume_unwind(payload);
                 }
@@ -1318,6 +1358,7 @@ fn execute<R, E>(
                         };
                         s.end();
                         ctx.aborts.set(0);
+                        release(state);
                         drop(active);
                         for f in after {
                             f();
@@ -1335,6 +1376,7 @@ fn execute<R, E>(
                     s.emit_abort(AbortCause::Cancel);
                     s.end();
                     ctx.aborts.set(0);
+                    release(state);
                     return Err(e);
                 }
                 Err(TxError::Abort(a)) => {
@@ -1345,6 +1387,7 @@ fn execute<R, E>(
                         if s.user_inevitable {
                             s.rollback();
                             s.end();
+                            release(state);
                             drop(active);
                             panic!(
                                 "stm: retry() in an inevitable transaction: it cannot be rolled \
@@ -1358,6 +1401,7 @@ fn execute<R, E>(
                         force_inevitable = false;
                         s.wait_for_change();
                         s.end();
+                        release(state);
                         continue;
                     }
                     s.rollback();
@@ -1367,6 +1411,7 @@ fn execute<R, E>(
             // A failed become_inevitable asks for an inevitable rerun.
             force_inevitable = matches!(mode, Mode::Inevitable) || s.wants_inevitable;
             s.end();
+            release(state);
             backoff(ctx.aborts.get());
         }
     })

@@ -107,3 +107,61 @@ fn a_box_dropped_inside_the_transaction_frees_its_pending_value() {
     collect();
     assert_eq!(live.load(Ordering::SeqCst), 0);
 }
+
+/// Values freed by the runtime (rolled back or superseded) may hold `TVar`s that the attempt
+/// wrote; their `Drop` must not disturb the write set being torn down (more than 32 writes, so
+/// the write set's hash index is in use too).
+#[test]
+fn freed_values_holding_written_tvars_leave_the_runtime_consistent() {
+    use stm_core::TVar;
+    struct Node {
+        next: TVar<u64>,
+        _t: Tracked,
+    }
+    let live = Arc::new(AtomicUsize::new(0));
+    let boxes: Vec<TBox<Node>> = (0..40)
+        .map(|i| {
+            TBox::new(Node {
+                next: TVar::new(i),
+                _t: Tracked::new(&live, i),
+            })
+        })
+        .collect();
+    for cancel in [true, false] {
+        let r: Result<(), ()> = try_atomically(|tx| {
+            for (i, b) in boxes.iter().enumerate() {
+                tx.write_box(
+                    b,
+                    Node {
+                        next: TVar::new(0),
+                        _t: Tracked::new(&live, i as u64),
+                    },
+                )?;
+            }
+            for b in &boxes {
+                let n = tx.read_box(b)?;
+                tx.write(&n.next, 5)?;
+                // Supersede the pending value: the first one (with its written TVar) is garbage.
+                tx.write_box(
+                    b,
+                    Node {
+                        next: TVar::new(9),
+                        _t: Tracked::new(&live, 1),
+                    },
+                )?;
+            }
+            if cancel {
+                Err(TxError::User(()))
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(r.is_err(), cancel);
+    }
+    for b in &boxes {
+        assert_eq!(b.with(|n| n.next.load()), 9);
+    }
+    drop(boxes);
+    collect();
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+}
