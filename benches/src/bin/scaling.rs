@@ -214,7 +214,14 @@ fn chart(out: &Path, series: &[Series], max: usize) -> Result<(), Box<dyn std::e
             .x_desc("threads")
             .y_desc("committed ops/s")
             .x_labels(max.max(2))
-            .y_label_formatter(&|v| format!("{:.1}M", v / 1e6))
+            .y_labels(12)
+            .y_label_formatter(&|v| {
+                if *v >= 1e6 {
+                    format!("{:.0}M", v / 1e6)
+                } else {
+                    format!("{:.0}k", v / 1e3)
+                }
+            })
             .draw()?;
         let mut workloads: Vec<&str> = chosen.iter().map(|s| s.workload.as_str()).collect();
         workloads.dedup();
