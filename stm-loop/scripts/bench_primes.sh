@@ -13,7 +13,20 @@ bin=target/release/examples/primes_server
 port=18888
 declare -A results cpu
 modes=("--serial" "--workers 1" "--workers 2")
+# How many cores the machine gives us now: the time of one CPU-bound process against two at once
+# (2.00 on an idle 2-core machine; less when other work shares the cores).
+calibrate() {
+  local t0 t1 t2
+  t0=$(date +%s.%N)
+  awk 'BEGIN { for (i = 0; i < 3e7; i++) x += i }'
+  t1=$(date +%s.%N)
+  awk 'BEGIN { for (i = 0; i < 3e7; i++) x += i }' & awk 'BEGIN { for (i = 0; i < 3e7; i++) x += i }'
+  wait
+  t2=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { printf "%.2f", 2 * (b - a) / (c - b) }'
+}
 for r in $(seq 1 "$rounds"); do
+  echo "round $r  cores available (calibration): $(calibrate)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
   for m in "${modes[@]}"; do
     # shellcheck disable=SC2086
     $bin --addr 127.0.0.1:$port $m > /dev/null &
