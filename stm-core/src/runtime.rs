@@ -179,9 +179,11 @@ impl Runtime {
     /// The orec of the word at `addr`.
     #[inline]
     pub(crate) fn orec(&self, addr: usize) -> (&AtomicU64, usize) {
-        // Consecutive words get consecutive orecs (arrays of TVars stay dense in the table);
-        // the high bits are folded in, so that objects at the same offset in different
-        // table-sized regions (per-thread heap arenas are 64 MiB aligned) do not share orecs.
+        // Consecutive words within a table-sized region get consecutive orecs (arrays of TVars
+        // stay dense in the table); the high bits are folded in, so that objects at the same
+        // offset in different regions (per-thread heap arenas are 64 MiB aligned) do not share
+        // orecs. Two words share an orec only by a hash collision: a false conflict, never an
+        // error.
         let w = addr >> 3;
         let i = (w ^ (w >> self.bits)) & self.mask;
         debug_assert!(i < self.orecs.len());

@@ -1,6 +1,6 @@
 //! [`TVar`]: one transactional word; [`TBox`]: a transactional pointer to any value.
 
-use crate::runtime::{FLAGS, LOCKED, PINNED, runtime};
+use crate::runtime::{FLAGS, LOCKED, PINNED, owner_of, runtime};
 use crate::sync::{AtomicU64, Ordering, Spin};
 use crate::word::{self, Word};
 use core::fmt;
@@ -110,6 +110,12 @@ pub(crate) fn load_word(word: &AtomicU64) -> u64 {
         // stores of the word and of the orec (see `tx.rs`).
         let o1 = spin.load(orec);
         if o1 & LOCKED != 0 {
+            if o1 & PINNED != 0 && owner_of(o1) == crate::tx::thread_id() {
+                // Held by this thread's own inevitable transaction, which cannot let go while
+                // we wait: its writes are still in its redo log, so the word holds the last
+                // committed value. Acquire: as below.
+                return word.load(Ordering::Acquire);
+            }
             if o1 & PINNED != 0 {
                 rt.wait_orec_change(orec, o1);
             } else {
@@ -159,6 +165,9 @@ impl<T: Send + Sync + 'static> TBox<T> {
 
     /// Calls `f` with the current committed value, outside any transaction.
     pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        // Inside a transaction body, `f` may hand out `TVar`s of the value to `Tx::write`, whose
+        // redo log keeps them until the commit: pin the attempt's own guard, which lives that long.
+        crate::tx::pin_running_attempt();
         let _guard = crossbeam_epoch::pin();
         let p = load_word(&self.word) as usize as *const T;
         // SAFETY: the word always holds a live allocation made by `Box::into_raw` (new or a

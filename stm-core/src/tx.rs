@@ -132,6 +132,22 @@ pub(crate) fn forget_pending(addr: usize) {
     });
 }
 
+/// Pins the epoch for the rest of the attempt whose body is running on this thread, if any.
+#[cfg(not(loom))]
+pub(crate) fn pin_running_attempt() {
+    let _ = CTX.try_with(|c| {
+        let p = c.current.get();
+        // SAFETY: as in `forget_pending`: non-null only while a body runs, which is where we
+        // are (user code); the references live for one statement each and none is held while
+        // `pin()` runs deferred destructors.
+        if !p.is_null() && unsafe { (*p).guard.is_none() } {
+            let g = crossbeam_epoch::pin();
+            // SAFETY: as above.
+            unsafe { (*p).guard = Some(g) };
+        }
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Read and write sets
 // ---------------------------------------------------------------------------------------------
@@ -341,10 +357,15 @@ impl Tx {
     /// The runtime panics if the attempt read nothing (it would wait forever), or if the body
     /// asked to be inevitable (it cannot be rolled back).
     pub fn retry<T>(&self) -> TxResult<T> {
+        let s = self.st();
+        if let Some(a) = s.doomed {
+            // Already doomed by a conflict: that verdict stands (rerun, do not wait).
+            return Err(a);
+        }
         let a = Abort {
             cause: AbortCause::Retry,
         };
-        self.st().doomed = Some(a);
+        s.doomed = Some(a);
         Err(a)
     }
 }
@@ -385,7 +406,10 @@ impl State {
     /// Starts an attempt: a fresh snapshot. Every set is empty (see `end`).
     #[inline]
     fn begin(&mut self, frame: usize) {
-        if !(self.reads.is_empty() && self.writes.is_empty() && self.held.is_empty())
+        if !(self.reads.is_empty()
+            && self.writes.is_empty()
+            && self.held.is_empty()
+            && self.after.is_empty())
             || self.inevitable
         {
             // Only after a panic inside the runtime itself, between an attempt's start and its
@@ -436,11 +460,14 @@ impl State {
     #[inline]
     fn emit_at(&self, time: Instant, kind: EventKind) {
         if let Some(s) = self.sink {
-            s.event(&Event {
+            let e = Event {
                 thread: self.id,
                 time,
                 kind,
-            });
+            };
+            // A sink runs inside the runtime (holding the token, locks, pins): a panic there
+            // must not unwind through it. The event is lost instead.
+            let _ = catch_unwind(AssertUnwindSafe(|| s.event(&e)));
         }
     }
 
@@ -831,6 +858,10 @@ impl State {
             }
             self.rt.orec_written();
             if pinned_by_us && slot != usize::MAX {
+                // The version cannot have moved while pinned, but a `retry` waiter may have set
+                // WAITERS since: take the value we just locked as the one to restore or to
+                // check for waiters.
+                self.held[slot].prev = o & !PINNED;
                 self.held[slot].locked = true;
             } else {
                 self.held.push(Held {
@@ -1078,22 +1109,21 @@ impl State {
         for w in self.writes.iter_mut() {
             // SAFETY: `w.word` is valid until the attempt ends (see `WriteEntry::word`).
             let word = unsafe { &*w.word };
+            // Relaxed: we hold the orec lock, so the last write of this word was by a commit
+            // whose release we acquired when locking (only `TBox` words need the old value).
             #[cfg(not(loom))]
-            if w.drop_box.is_some() {
-                // Relaxed: we hold the orec lock, so the last write of this word was by a commit
-                // whose release we acquired when locking.
-                let old = word.load(Ordering::Relaxed);
-                let d = w.drop_box.take();
-                if let (Some(d), Some(g)) = (d, self.guard.as_ref()) {
-                    // SAFETY: `old` was published by a commit (or `TBox::new`) and is now
-                    // unreachable for transactions that start later; those that may still see it
-                    // are pinned, and the epoch frees it only after they unpin. `d` matches its
-                    // type (it is the same `TBox<T>`'s word).
-                    unsafe { g.defer_unchecked(move || d(old)) };
-                }
-            }
+            let old = w.drop_box.map(|_| word.load(Ordering::Relaxed));
             // Release: pairs with readers' Acquire word load (see the module doc).
             word.store(w.value, Ordering::Release);
+            #[cfg(not(loom))]
+            if let (Some(old), Some(d), Some(g)) = (old, w.drop_box.take(), self.guard.as_ref()) {
+                // SAFETY: `old` was published by a commit (or `TBox::new`) and the word no
+                // longer holds it: an attempt that pins from now on and then reads the word
+                // finds our lock or our new value, never `old`. Attempts that may still hold it
+                // pinned before reading it, and the epoch frees it only after they unpin. `d`
+                // frees a `Box<T>` of this very `TBox<T>`'s type.
+                unsafe { g.defer_unchecked(move || d(old)) };
+            }
         }
     }
 
@@ -1168,10 +1198,6 @@ impl State {
 
     /// Blocks until one of the words read by this (rolled-back) attempt changes.
     fn wait_for_change(&mut self) {
-        assert!(
-            !self.reads.is_empty(),
-            "stm: retry() in a transaction that read nothing would wait forever"
-        );
         let reads = &self.reads;
         self.rt.commits.wait_until(|| {
             reads.iter().any(|r| {
@@ -1369,8 +1395,10 @@ fn execute<R, E>(
                         };
                         s.end();
                         ctx.aborts.set(0);
-                        release(state);
+                        // Not in a transaction any more: a value's `Drop` run by `release` may
+                        // start one of its own.
                         drop(active);
+                        release(state);
                         for f in after {
                             f();
                         }
@@ -1395,24 +1423,30 @@ fn execute<R, E>(
                     // attempt's own verdict first.
                     let a = s.doomed.unwrap_or(a);
                     if a.cause == AbortCause::Retry {
-                        if s.user_inevitable {
-                            s.rollback();
+                        let why = if s.user_inevitable {
+                            Some("stm: retry() in an inevitable transaction: it cannot be rolled back")
+                        } else if s.reads.is_empty() {
+                            Some("stm: retry() in a transaction that read nothing would wait forever")
+                        } else {
+                            None
+                        };
+                        s.rollback();
+                        if let Some(why) = why {
                             s.end();
                             release(state);
                             drop(active);
-                            panic!(
-                                "stm: retry() in an inevitable transaction: it cannot be rolled \
-                                 back"
-                            );
+                            panic!("{why}");
                         }
-                        s.rollback();
                         ctx.counters.bump(stats::RETRIES);
                         s.emit_abort(AbortCause::Retry);
                         ctx.aborts.set(0);
                         force_inevitable = false;
+                        // Unpin the epoch (and free the attempt's garbage) before sleeping: a
+                        // pinned sleeper would stop all reclamation. The read set stays.
+                        release(state);
+                        let s = tx.st();
                         s.wait_for_change();
                         s.end();
-                        release(state);
                         continue;
                     }
                     s.rollback();

@@ -308,6 +308,9 @@ fn stats_count_commits() {
     assert!(d.abort_rate() >= 0.0 && d.abort_rate() <= 1.0);
 }
 
+/// Serialises the tests that install the (global) event sink.
+static SINK_TESTS: Mutex<()> = Mutex::new(());
+
 /// Collects the events of one thread (other tests run on other threads meanwhile).
 struct Collect(u64, Mutex<Vec<Event>>);
 impl EventSink for Collect {
@@ -320,6 +323,7 @@ impl EventSink for Collect {
 
 #[test]
 fn the_event_hook_sees_attempts_commits_and_inevitable_runs() {
+    let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let sink = Arc::new(Collect(stm_core::thread_id(), Mutex::new(Vec::new())));
     set_event_sink(Some(sink.clone()));
     assert!(stm_core::event_sink_installed());
@@ -379,4 +383,56 @@ fn retry_blocks_until_a_read_word_changes() {
     atomically(|tx| tx.write(&*flag, true));
     assert_eq!(h.join().unwrap(), 42);
     assert_eq!(woke.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn load_of_a_word_the_inevitable_body_wrote_does_not_deadlock() {
+    let v = TVar::new(1u32);
+    let seen = inevitably(|tx| {
+        tx.write(&v, 2).unwrap();
+        // Outside the transaction's view: the last committed value.
+        v.load()
+    });
+    assert_eq!(seen, 1);
+    assert_eq!(v.load(), 2);
+}
+
+#[test]
+fn after_commit_actions_of_a_failed_attempt_never_run_later() {
+    let ran = Rc::new(Cell::new(false));
+    let r2 = ran.clone();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| {
+            let r3 = r2.clone();
+            tx.after_commit(move || r3.set(true));
+            tx.retry::<()>() // read nothing: panics
+        })
+    }));
+    assert!(r.is_err());
+    let v = TVar::new(0u8);
+    atomically(|tx| tx.write(&v, 1));
+    assert!(!ran.get(), "a stale after-commit action ran");
+}
+
+/// A sink that panics loses its events, nothing else: the token is given back.
+#[test]
+fn a_panicking_event_sink_does_not_break_the_runtime() {
+    let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    struct Boom;
+    impl EventSink for Boom {
+        fn event(&self, _: &Event) {
+            panic!("sink panics");
+        }
+    }
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    set_event_sink(Some(Arc::new(Boom)));
+    let v = TVar::new(0u8);
+    inevitably(|tx| tx.write(&v, 1).unwrap());
+    atomically(|tx| tx.modify(&v, |x| x + 1).map(drop));
+    set_event_sink(None);
+    std::panic::set_hook(prev);
+    let other = std::thread::spawn(|| inevitably(|_| 7));
+    assert_eq!(other.join().unwrap(), 7);
+    assert_eq!(v.load(), 2);
 }
