@@ -27,7 +27,7 @@ const MAX_HEADERS: usize = 32;
 /// Distinct paths counted in the per-path hits; the rest count under `OTHER_PATHS`.
 pub(crate) const MAX_PATHS: usize = 256;
 /// Paths longer than this are counted under `OTHER_PATHS`.
-const MAX_PATH_LEN: usize = 64;
+pub(crate) const MAX_PATH_LEN: usize = 64;
 /// The key that collects the paths beyond the limits above.
 pub(crate) const OTHER_PATHS: &str = "(other)";
 

@@ -41,10 +41,11 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use mio::{Interest, Token};
-use stm_core::{TBox, TVar, Tx, TxResult};
+use stm_core::collections::{TCounter, TMap};
+use stm_core::{TVar, Tx, TxResult};
 
 use crate::{EventLoop, LoopHandle, MioSource};
-use conn::{Conn, Recorder, apply, hit_key};
+use conn::{Conn, MAX_PATH_LEN, MAX_PATHS, OTHER_PATHS, Recorder, apply, hit_key};
 pub use conn::{MAX_N, is_prime, primes_up_to};
 
 /// The listener's token (connections get 1, 2, ...).
@@ -178,11 +179,16 @@ fn accept_all(listener: &mio::net::TcpListener, mut f: impl FnMut(mio::net::TcpS
 // STM mode
 // ---------------------------------------------------------------------------------------------
 
-/// The shared state, in transactional variables.
+/// The shared state, in transactional variables and collections.
+///
+/// The counters are sharded ([`TCounter`]): every request adds to them, and a plain `TVar`
+/// counter made every pair of concurrent requests conflict (the conflict log named the
+/// increment; see `docs/guide.md`). Per-path hits are one counter per path in a [`TMap`], so
+/// two requests conflict there only when the first request for a new path inserts it.
 struct StmState {
-    requests: TVar<u64>,
+    requests: TCounter,
     last_start_us: TVar<u64>,
-    hits: TBox<BTreeMap<String, u64>>,
+    hits: TMap<String, Arc<TCounter>>,
     workers: usize,
 }
 
@@ -193,20 +199,40 @@ struct StmRecorder<'a> {
 
 impl Recorder for StmRecorder<'_> {
     fn record(&mut self, path: Option<&str>, start_us: u64) -> TxResult<()> {
-        self.tx.modify(&self.st.requests, |n| n + 1)?;
+        self.st.requests.add(self.tx, 1)?;
+        // A blind write (Tornado's `_start_time`): it conflicts only with a commit of the same
+        // word at the very same moment.
         self.tx.write(&self.st.last_start_us, start_us)?;
         if let Some(path) = path {
-            let mut hits = self.tx.read_box(&self.st.hits)?.clone();
-            *hits.entry(hit_key(&hits, path).to_string()).or_insert(0) += 1;
-            self.tx.write_box(&self.st.hits, hits)?;
+            let hits = &self.st.hits;
+            let counter = match hits.get(self.tx, path)? {
+                Some(c) => c.clone(),
+                None => {
+                    // A new path: only now read the size (which conflicts with inserts).
+                    let full = path.len() > MAX_PATH_LEN || hits.len(self.tx)? >= MAX_PATHS;
+                    let key = if full { OTHER_PATHS } else { path };
+                    match hits.get(self.tx, key)? {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = Arc::new(TCounter::with_shards(self.st.workers.max(1) * 2));
+                            hits.insert(self.tx, key.to_string(), c.clone())?;
+                            c
+                        }
+                    }
+                }
+            };
+            counter.add(self.tx, 1)?;
         }
         Ok(())
     }
 
     fn stats(&mut self) -> TxResult<serde_json::Value> {
-        let requests = self.tx.read(&self.st.requests)?;
+        let requests = self.st.requests.get(self.tx)?;
         let last = self.tx.read(&self.st.last_start_us)?;
-        let hits = self.tx.read_box(&self.st.hits)?;
+        let mut hits = BTreeMap::new();
+        for (path, counter) in self.st.hits.iter(self.tx)? {
+            hits.insert(path.clone(), counter.get(self.tx)?);
+        }
         let s = stm_core::stats();
         Ok(serde_json::json!({
             "mode": "stm",
@@ -304,9 +330,9 @@ fn start_stm(
         registry,
         handle: handle.clone(),
         state: StmState {
-            requests: TVar::new(0),
+            requests: TCounter::with_shards(workers.max(1) * 2),
             last_start_us: TVar::new(0),
-            hits: TBox::new(BTreeMap::new()),
+            hits: TMap::with_buckets(512),
             workers,
         },
         started: Instant::now(),
