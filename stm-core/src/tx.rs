@@ -1173,8 +1173,20 @@ impl State {
         self.free_pending();
     }
 
+    #[inline(always)]
+    fn guard_is_none(&self) -> bool {
+        #[cfg(not(loom))]
+        return self.guard.is_none();
+        #[cfg(loom)]
+        return true;
+    }
+
     /// Empties the write set; its unpublished `TBox` allocations go to `garbage`.
+    #[inline]
     fn free_pending(&mut self) {
+        if self.writes.is_empty() && self.filter == 0 {
+            return;
+        }
         for w in self.writes.drain(..) {
             if let Some(d) = w.drop_box {
                 self.garbage.push((w.value, d));
@@ -1214,7 +1226,17 @@ impl State {
 /// Frees what the ended attempt left in `garbage` and unpins the epoch, with no reference to
 /// the state alive: the values' `Drop` code may run anything, including `forget_pending` (which
 /// finds `current` null and does nothing) or, through an epoch collection, other frees.
+#[inline]
 fn release(p: *mut State) {
+    // SAFETY: as below; a read-only look for the common case of nothing to do.
+    let nothing = unsafe { (*p).garbage.is_empty() && (*p).guard_is_none() };
+    if !nothing {
+        release_slow(p);
+    }
+}
+
+#[inline(never)]
+fn release_slow(p: *mut State) {
     loop {
         // SAFETY: `p` is this thread's state (see `Tx::st`); the reference lives only for this
         // statement, and no other reference to the state is alive in the caller.
