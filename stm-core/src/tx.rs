@@ -1235,6 +1235,16 @@ fn release(p: *mut State) {
     }
 }
 
+/// `release` between two attempts of one transaction: the thread is briefly not in a
+/// transaction, so that a freed value's `Drop` may run one of its own (it uses the same state,
+/// which `end` has emptied, and leaves it empty; the next attempt's `begin` resets the rest).
+#[inline]
+fn release_between_attempts(ctx: &ThreadCtx, p: *mut State) {
+    ctx.active.set(false);
+    release(p);
+    ctx.active.set(true);
+}
+
 #[inline(never)]
 fn release_slow(p: *mut State) {
     loop {
@@ -1381,8 +1391,8 @@ fn execute<R, E>(
                     s.emit_abort(AbortCause::Panic);
                     s.end();
                     ctx.aborts.set(0);
-                    release(state);
                     drop(active);
+                    release(state);
                     resume_unwind(payload);
                 }
             };
@@ -1437,6 +1447,7 @@ fn execute<R, E>(
                     s.emit_abort(AbortCause::Cancel);
                     s.end();
                     ctx.aborts.set(0);
+                    drop(active);
                     release(state);
                     return Err(e);
                 }
@@ -1455,8 +1466,8 @@ fn execute<R, E>(
                         s.rollback();
                         if let Some(why) = why {
                             s.end();
-                            release(state);
                             drop(active);
+                            release(state);
                             panic!("{why}");
                         }
                         ctx.counters.bump(stats::RETRIES);
@@ -1464,7 +1475,9 @@ fn execute<R, E>(
                         ctx.aborts.set(0);
                         force_inevitable = false;
                         // Unpin the epoch (and free the attempt's garbage) before sleeping: a
-                        // pinned sleeper would stop all reclamation. The read set stays.
+                        // pinned sleeper would stop all reclamation. The read set stays, so the
+                        // thread stays "in a transaction" here (a `Drop` run now that started
+                        // one would panic as nested rather than clear the read set).
                         release(state);
                         let s = tx.st();
                         s.wait_for_change();
@@ -1478,7 +1491,7 @@ fn execute<R, E>(
             // A failed become_inevitable asks for an inevitable rerun.
             force_inevitable = matches!(mode, Mode::Inevitable) || s.wants_inevitable;
             s.end();
-            release(state);
+            release_between_attempts(ctx, state);
             backoff(ctx.aborts.get());
         }
     })

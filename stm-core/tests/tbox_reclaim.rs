@@ -165,3 +165,33 @@ fn freed_values_holding_written_tvars_leave_the_runtime_consistent() {
     collect();
     assert_eq!(live.load(Ordering::SeqCst), 0);
 }
+
+/// A value whose `Drop` runs a transaction may be freed by the runtime after a commit, a
+/// cancellation or an abort: the nested-looking transaction runs on its own.
+#[test]
+fn a_freed_value_may_run_a_transaction_in_its_drop() {
+    use stm_core::TVar;
+    static DROPS: TVar<u64> = TVar::new(0);
+    struct Noisy;
+    impl Drop for Noisy {
+        fn drop(&mut self) {
+            atomically(|tx| tx.modify(&DROPS, |d| d + 1).map(drop));
+        }
+    }
+    let b = TBox::new(Noisy);
+    let before = DROPS.load();
+    // Superseded within the attempt, then committed: the superseded value is freed by the runtime.
+    atomically(|tx| {
+        tx.write_box(&b, Noisy)?;
+        tx.write_box(&b, Noisy)
+    });
+    // Cancelled: the pending value is freed by the runtime.
+    let r: Result<(), ()> = try_atomically(|tx| {
+        tx.write_box(&b, Noisy)?;
+        Err(TxError::User(()))
+    });
+    assert!(r.is_err());
+    assert!(DROPS.load() >= before + 2);
+    drop(b);
+    collect();
+}
