@@ -28,6 +28,14 @@ impl Drop for Tracked {
     }
 }
 
+/// The tests of this file count live values after driving the epoch, which a test running
+/// beside them (pinned) would hold back: they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Drives the epoch until deferred destructions have run.
 fn collect() {
     for _ in 0..256 {
@@ -37,6 +45,7 @@ fn collect() {
 
 #[test]
 fn replaced_values_are_reclaimed() {
+    let _serial = serial();
     let live = Arc::new(AtomicUsize::new(0));
     {
         let b = Arc::new(TBox::new(Tracked::new(&live, 0)));
@@ -83,6 +92,7 @@ fn replaced_values_are_reclaimed() {
 
 #[test]
 fn into_inner_and_drop_free_the_current_value() {
+    let _serial = serial();
     let live = Arc::new(AtomicUsize::new(0));
     let b = TBox::new(Tracked::new(&live, 5));
     atomically(|tx| tx.write_box(&b, Tracked::new(&live, 6)));
@@ -97,6 +107,7 @@ fn into_inner_and_drop_free_the_current_value() {
 
 #[test]
 fn a_box_dropped_inside_the_transaction_frees_its_pending_value() {
+    let _serial = serial();
     let live = Arc::new(AtomicUsize::new(0));
     atomically(|tx| {
         let b = Box::new(TBox::new(Tracked::new(&live, 1)));
@@ -113,6 +124,7 @@ fn a_box_dropped_inside_the_transaction_frees_its_pending_value() {
 /// the write set's hash index is in use too).
 #[test]
 fn freed_values_holding_written_tvars_leave_the_runtime_consistent() {
+    let _serial = serial();
     use stm_core::TVar;
     struct Node {
         next: TVar<u64>,
@@ -170,6 +182,7 @@ fn freed_values_holding_written_tvars_leave_the_runtime_consistent() {
 /// cancellation or an abort: the nested-looking transaction runs on its own.
 #[test]
 fn a_freed_value_may_run_a_transaction_in_its_drop() {
+    let _serial = serial();
     use stm_core::TVar;
     static DROPS: TVar<u64> = TVar::new(0);
     struct Noisy;
