@@ -105,9 +105,11 @@ fn inevitable_token_hand_over() {
 /// read when another thread's RMW sits between them in modification order. Minimal reproduction
 /// (fails under loom, impossible under the C++ model): main `x.store(1)`; thread B
 /// `x.fetch_or(2)` reading 1, then `m.lock()`; main `x.store(8, Release)`, `m.lock()` setting a
-/// flag; B, seeing the flag under the mutex, loads `x` and gets 3. Here the consumer's
-/// `fetch_or(WAITERS)` plays B's RMW and the committer's release plays the store, so loom reports
-/// a lost wake-up that cannot happen. `tests/stress.rs::retry_as_producer_and_consumer` and
+/// flag; B, seeing the flag under the mutex, loads `x` and gets 3. In the model, the consumer's
+/// `fetch_or(WAITERS)` on the flag's orec plays B's RMW, the committer's release store plays the
+/// store, and the consumer's next plain load of that orec (waiting for the lock to go, under the
+/// loom-only event's mutex, after the committer signalled it) returns the stale locked value, so
+/// loom reports a thread waiting forever for a lock that was released. `tests/stress.rs::retry_as_producer_and_consumer` and
 /// `tests/api.rs::retry_blocks_until_a_read_word_changes` cover the protocol on real threads.
 #[test]
 #[ignore = "loom 0.7.3 reads a stale value after an RMW by another thread; see the doc comment"]
