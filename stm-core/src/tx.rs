@@ -571,7 +571,7 @@ impl State {
             let o1 = spin.load(orec);
             if o1 & LOCKED != 0 {
                 if o1 & PINNED != 0 {
-                    self.pause_on(orec, o1, loc, oi);
+                    self.pause_on(orec, o1, loc);
                     continue;
                 }
                 if spin.steps() < LOCK_SPINS {
@@ -587,7 +587,7 @@ impl State {
             }
             let version = o1 & !FLAGS;
             if version >> SHIFT > self.rv {
-                self.extend(loc)?;
+                self.extend()?;
                 continue;
             }
             self.reads.push(ReadEntry { orec, version, loc });
@@ -597,16 +597,16 @@ impl State {
 
     /// Moves the snapshot forward to now, if every read is still current.
     #[cold]
-    fn extend(&mut self, loc: SourceLocation) -> TxResult<()> {
+    fn extend(&mut self) -> TxResult<()> {
         let now = self.rt.clock.load(Ordering::Acquire);
-        self.validate(loc)?;
+        self.validate()?;
         self.rv = now;
         Ok(())
     }
 
     /// Checks that every read orec still holds the version it was read at (or is locked by this
     /// attempt, which locked it at that version).
-    fn validate(&mut self, loc: SourceLocation) -> TxResult<()> {
+    fn validate(&mut self) -> TxResult<()> {
         for i in 0..self.reads.len() {
             let r = self.reads[i];
             // Acquire: pairs with the Release of whichever commit last released this orec.
@@ -628,7 +628,6 @@ impl State {
                 // A lock of our own on a changed word: the other side is whoever changed it,
                 // which the side table names.
                 let other = (o & LOCKED != 0 && owner_of(o) != self.id).then(|| owner_of(o));
-                let _ = loc;
                 return Err(self.fail(kind, r.loc, Some(oi), other));
             }
         }
@@ -652,7 +651,7 @@ impl State {
 
     /// Waits (an `INEVITABLE` pause) until the inevitable transaction lets go of `orec`.
     #[cold]
-    fn pause_on(&mut self, orec: &AtomicU64, seen: u64, loc: SourceLocation, oi: usize) {
+    fn pause_on(&mut self, orec: &AtomicU64, seen: u64, loc: SourceLocation) {
         let conflict = Conflict {
             kind: ConflictKind::Inevitable,
             this: Some(loc),
@@ -661,7 +660,6 @@ impl State {
         };
         let t0 = self.sink.map(|_| Instant::now());
         self.emit(EventKind::PauseStart { conflict });
-        let _ = oi;
         self.rt.wait_orec_change(orec, seen);
         if let Some(t0) = t0 {
             self.emit(EventKind::PauseEnd {
@@ -1027,8 +1025,8 @@ impl State {
                         }
                         if o & PINNED != 0 {
                             self.unlock_writes();
-                            let (loc, oi) = (self.writes[i].loc, self.writes[i].orec_index);
-                            self.pause_on(orec, o, loc, oi);
+                            let loc = self.writes[i].loc;
+                            self.pause_on(orec, o, loc);
                             continue 'again;
                         }
                         if spin.steps() < LOCK_SPINS {
@@ -1046,8 +1044,8 @@ impl State {
                     }
                     if o & PINNED != 0 {
                         self.unlock_writes();
-                        let (loc, oi) = (self.writes[i].loc, self.writes[i].orec_index);
-                        self.pause_on(orec, o, loc, oi);
+                        let loc = self.writes[i].loc;
+                        self.pause_on(orec, o, loc);
                         continue 'again;
                     }
                     let new = locked_word(self.id, i, o & WAITERS);
@@ -1072,7 +1070,7 @@ impl State {
         // module doc); Acquire orders our validation loads after it.
         let wv = self.rt.clock.fetch_add(1, Ordering::AcqRel) + 1;
         if wv != self.rv + 1
-            && let Err(a) = self.validate(self.writes[0].loc)
+            && let Err(a) = self.validate()
         {
             self.unlock_writes();
             return Err(a);
