@@ -5,7 +5,7 @@
 //! Every word maps to one orec, `table[(address >> 3) & mask]`. An orec is one `AtomicU64`:
 //!
 //! ```text
-//! unlocked: version << 3 | PINNED? | WAITERS?          (bit 0 clear)
+//! unlocked: stamp << 3 | PINNED? | WAITERS?            (bit 0 clear)
 //! locked:   index << 40 | owner << 3 | PINNED? | WAITERS? | LOCKED
 //! ```
 //!
@@ -18,7 +18,11 @@
 //! - `WAITERS`: a transaction blocked in `retry` read a word of this orec; a committer that finds
 //!   the bit in the value it locked wakes the waiters after releasing.
 //!
-//! Invariants: versions only grow; a word is written only while its orec is `LOCKED` by the
+//! `stamp` names the commit that last wrote the orec: `count << SLOT_BITS | slot`, the `count`-th
+//! commit stamped by clock slot `slot` (see "Version clocks" below). The initial stamp 0 is
+//! "before every commit".
+//!
+//! Invariants: the stamps of one slot only grow; a word is written only while its orec is `LOCKED` by the
 //! writer; a normal committer never waits while it holds a lock (it spins a bounded number of
 //! times, or releases everything first); only the holder of the inevitable token sets `PINNED`.
 
@@ -26,6 +30,7 @@ use crate::sync::{AtomicU64, Event, Ordering};
 use crossbeam_utils::CachePadded;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, AtomicU64 as StdAtomicU64};
+use std::sync::{Mutex as StdMutex, PoisonError};
 
 pub(crate) const LOCKED: u64 = 1;
 pub(crate) const WAITERS: u64 = 2;
@@ -38,6 +43,18 @@ const OWNER_MASK: u64 = (1 << OWNER_BITS) - 1;
 const INDEX_SHIFT: u32 = SHIFT + OWNER_BITS;
 /// Index values from here on mean "search for it".
 pub(crate) const INDEX_NONE: u64 = (1 << (64 - INDEX_SHIFT)) - 1;
+
+/// log2 of the number of version-clock slots (one per thread, see `Runtime::clocks`).
+#[cfg(not(loom))]
+pub(crate) const SLOT_BITS: u32 = 10;
+#[cfg(loom)]
+pub(crate) const SLOT_BITS: u32 = 2;
+/// Number of clock slots: slot 0 is shared (by RMW), the others are owned by one thread each.
+pub(crate) const SLOTS: usize = 1 << SLOT_BITS;
+/// The slot of a stamp is `stamp & SLOT_MASK`.
+pub(crate) const SLOT_MASK: u64 = SLOTS as u64 - 1;
+/// The difference between two consecutive stamps of one slot.
+pub(crate) const STAMP_STEP: u64 = 1 << SLOT_BITS;
 
 #[inline]
 pub(crate) const fn locked_word(owner: u64, index: usize, flags: u64) -> u64 {
@@ -134,11 +151,21 @@ pub(crate) struct SideTable {
 }
 
 pub(crate) struct Runtime {
-    /// The global version clock. `fetch_add` with AcqRel by committers after locking their write
-    /// set; loaded with Acquire at attempt start and on extension. The Acquire load of a value
-    /// `c` synchronises with the commits that produced every version `<= c`, so a reader that then
-    /// loads an orec sees their locks (or their releases).
-    pub(crate) clock: CachePadded<AtomicU64>,
+    /// The version clocks, one cache line each: `clocks[s]` holds the last stamp of slot `s`
+    /// (initially `s`, "count 0"). A thread owns one slot (`acquire_slot`) and stamps each
+    /// commit with its slot's next stamp: a Relaxed load (it is the only writer) and a Release
+    /// store, after locking and validating, before releasing its orecs. Slot 0 is shared by the
+    /// threads that found no free slot; they advance it with `fetch_add` (AcqRel). Readers load
+    /// a slot with Acquire when they meet a newer stamp of it (extension): a load that returns
+    /// `c` synchronises with the commit that stored `c` (or, for slot 0, with every commit of
+    /// the release sequence up to `c`), whose locks were taken before that store, so every later
+    /// orec load of the reader sees the lock or the release of each commit of that slot stamped
+    /// `<= c`. No cache line is written by every committer: threads that commit disjoint data
+    /// share nothing.
+    pub(crate) clocks: Box<[CachePadded<AtomicU64>]>,
+    /// Free exclusive slots (1..SLOTS), taken by a thread's first transaction and given back
+    /// when the thread exits. Outside the protocol (taken once per thread), so a std mutex.
+    free_slots: StdMutex<Vec<u64>>,
     orecs: Box<[AtomicU64]>,
     mask: usize,
     /// log2 of the table size.
@@ -162,7 +189,11 @@ impl Runtime {
     pub(crate) fn new(config: Config) -> Self {
         let n = 1usize << config.lock_table_bits;
         Runtime {
-            clock: CachePadded::new(AtomicU64::new(0)),
+            clocks: (0..SLOTS as u64)
+                .map(|s| CachePadded::new(AtomicU64::new(s)))
+                .collect(),
+            // Popped from the back: the lowest slots first.
+            free_slots: StdMutex::new((1..SLOTS as u64).rev().collect()),
             orecs: (0..n).map(|_| AtomicU64::new(0)).collect(),
             mask: n - 1,
             bits: config.lock_table_bits,
@@ -190,6 +221,45 @@ impl Runtime {
         // SAFETY: `orecs` has `mask + 1` entries (both set in `new` from the same power of
         // two) and `i <= mask`.
         (unsafe { self.orecs.get_unchecked(i) }, i)
+    }
+
+    /// An exclusive clock slot for a new thread, or the shared slot 0 when all are taken.
+    pub(crate) fn acquire_slot(&self) -> u64 {
+        self.free_slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or(0)
+    }
+
+    /// Gives back a slot taken by `acquire_slot` (its clock keeps its value: stamps of a slot
+    /// never repeat, whoever owns it). The mutex orders the old owner's last clock store before
+    /// the new owner's first Relaxed load of it.
+    pub(crate) fn release_slot(&self, slot: u64) {
+        if slot != 0 {
+            self.free_slots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(slot);
+        }
+    }
+
+    /// The next stamp of `slot`, for a commit that holds its locks and has validated its reads.
+    /// Stored with Release before the commit releases any orec (see `clocks`).
+    #[inline]
+    pub(crate) fn next_stamp(&self, slot: u64) -> u64 {
+        let c = &self.clocks[slot as usize];
+        if slot == 0 {
+            // AcqRel: Release as for the exclusive slots; Acquire so that the stamp, as a
+            // snapshot of this slot, covers the other sharers' earlier commits (their locks).
+            c.fetch_add(STAMP_STEP, Ordering::AcqRel) + STAMP_STEP
+        } else {
+            // Relaxed load: this thread is the slot's only writer (see `release_slot`).
+            let s = c.load(Ordering::Relaxed) + STAMP_STEP;
+            // Release: publishes our locks to readers that Acquire-load the slot.
+            c.store(s, Ordering::Release);
+            s
+        }
     }
 
     /// Called after every change of an orec; a no-op outside loom (see `Spin::spin_on`).

@@ -50,11 +50,14 @@ impl Spin {
         loom::thread::yield_now();
     }
 
-    /// Loads `a` (Acquire) at the top of a wait loop that this `Spin` paces.
+    /// Loads `a` (SeqCst) at the top of a wait loop that this `Spin` paces.
     #[inline]
     pub(crate) fn load(&self, a: &AtomicU64) -> u64 {
         // Acquire: callers pair it with the Release that published the value they wait for.
-        a.load(Ordering::Acquire)
+        // SeqCst: a transaction's orec loads take part in the single total order with the
+        // committers' lock CAS and validation loads (see the protocol in `tx.rs`). On x86-64 a
+        // SeqCst load is the same plain load as an Acquire one.
+        a.load(Ordering::SeqCst)
     }
 
     /// One step of waiting for `a` to change from `seen` (a lock to be released).

@@ -4,28 +4,55 @@
 //!
 //! # Protocol (normal transactions: lazy versioning, commit-time locking, TL2 with extension)
 //!
-//! - **Start**: `rv` = this thread's last snapshot (its last extension or its last commit's
-//!   version; initially 0): an older snapshot is still consistent, and starting without a clock
-//!   read keeps the clock's cache line out of transactions that touch no shared data.
-//! - **Read**: `o1 = orec.load(Acquire)`; if locked, wait (a committer, briefly; the inevitable
-//!   transaction, parked: an `INEVITABLE` pause) or abort (`WRITE_READ`); `v = word.load(Acquire)`;
-//!   `o2 = orec.load(Acquire)`; if the version moved, read again; if it is newer than `rv`, extend:
-//!   `rv' = clock.load(Acquire)`, check that every read orec still holds the version it was read at,
-//!   `rv = rv'`. The value is consistent with every earlier read as of `rv` (opacity).
-//! - **Commit, read-only**: nothing to do; every read was valid at `rv`.
-//! - **Commit, update**: lock each written orec by CAS (AcqRel); a lock held by another committer:
-//!   spin, then abort (`WRITE_WRITE`); pinned or held by the inevitable transaction: release
-//!   everything, wait (an `INEVITABLE` pause), lock again. Then `wv = clock.fetch_add(1, AcqRel) + 1`;
-//!   if `wv != rv + 1`, validate the read set (`WRITE_READ` on failure). Write the words back with
-//!   Release, then release each orec with `store(wv << 3, Release)`.
+//! Versions come from per-thread clocks instead of one global clock (TLC-style, see
+//! `Runtime::clocks`): a commit is stamped `count << SLOT_BITS | slot` by its thread's slot, and
+//! a transaction's snapshot is a vector `seen`, one stamp per slot.
 //!
-//! Why the orderings suffice: a reader's word load (Acquire) that sees a committer's write-back
-//! (Release) synchronises with it, so the reader's second orec load sees that committer's lock or
-//! its new version, and the read is retried. A reader whose clock load (Acquire) returns `c` sees,
-//! on each later orec load, the lock of every commit whose `fetch_add` produced a version `<= c`
-//! (the lock CAS is sequenced before the `fetch_add`, which is a release operation that the
-//! Acquire load reads from, directly or through later RMWs of the clock's release sequence). So no
-//! word can be read at a version `<= rv` while a commit numbered `<= rv` still has to write it.
+//! - **Start**: the snapshot is this thread's `seen` as its earlier attempts left it: every entry
+//!   was loaded from its clock before the start (or is this thread's own last stamp), and
+//!   nothing shared is touched.
+//! - **Read**: `o1 = orec.load(SeqCst)`; if locked, wait (a committer, briefly; the inevitable
+//!   transaction, parked: an `INEVITABLE` pause) or abort (`WRITE_READ`); `v = word.load(Acquire)`;
+//!   `o2 = orec.load(SeqCst)`; if the version moved, read again; if its stamp `t` is newer than
+//!   `seen[slot(t)]`, extend: `seen[slot(t)] = clocks[slot(t)].load(Acquire)`, then check that
+//!   every read orec still holds the version it was read at. The value is consistent with every
+//!   earlier read (opacity).
+//! - **Commit, read-only**: nothing to do; every read was valid at the snapshot.
+//! - **Commit, update**: lock each written orec by CAS (SeqCst); a lock held by another committer:
+//!   spin, then abort (`WRITE_WRITE`); pinned or held by the inevitable transaction: release
+//!   everything, wait (an `INEVITABLE` pause), lock again. Validate the read set (SeqCst loads;
+//!   `WRITE_READ` on failure). Take the slot's next stamp `wv` (Release store). Write the words
+//!   back with Release, then release each orec with `store(wv << 3, Release)`.
+//!
+//! Why this is a consistent snapshot. Call a commit *covered* when its stamp `t` has
+//! `t <= seen[slot(t)]`. A covered commit stored its stamp (Release) after taking its locks, and
+//! the snapshot entry was loaded (Acquire) from that store or a later one of the same slot, so
+//! every orec load after that entry's load sees the covered commit's lock or its release. Each
+//! entry was loaded before the attempt started, or at an extension that then validated every
+//! earlier read. So a read returns a word whose last writer is covered, and no covered commit
+//! can still change a word after it was read without the read being caught (the word would be
+//! seen locked, or fail the validation of the extension that covered the commit). The reads
+//! therefore all come from the same cut: every covered commit, and none of the others, and the
+//! cut is closed under "read from": a commit that read a word read it after its writer
+//! released it, so the writer stored its stamp before the reader locked anything, before the
+//! reader stored its own stamp, before the snapshot loaded it.
+//!
+//! Why update commits serialise. After locking its write set and validating its read set, a
+//! committer holds every word it writes and has seen every word it read unchanged since it was
+//! read: it is serialised there. Two committers that each read what the other writes lock
+//! (SeqCst RMW) and then validate (SeqCst loads); in the single total order of SeqCst
+//! operations one of them validates after the other locked, sees the lock and aborts. With a
+//! global clock the clock's RMW ordered them; here nothing shared is written, so these two
+//! operations carry SeqCst (on x86-64 the same instructions as AcqRel and Acquire).
+//!
+//! The cut of covered commits must also include every commit `U` that a covered commit `C`
+//! overwrote a word `x` read by (`U` read `x`, then `C` wrote it: `U` comes first). `U` locked
+//! its write set and then validated `x` (SeqCst) without seeing `C`'s lock, so in the SeqCst
+//! order `U`'s locks precede `C`'s lock CAS, which strongly happens before the reader's orec
+//! loads (through `C`'s Release stamp store and the reader's Acquire clock load). Those loads
+//! are SeqCst, so they see `U`'s locks or later values: the reader never reads a word from
+//! before `U` once it has covered `C`. This is why the read path's orec loads are SeqCst too;
+//! with Acquire loads the C++ model would allow the stale read (x86-64 never shows it).
 //!
 //! # Inevitable transactions
 //!
@@ -39,8 +66,8 @@
 use crate::error::{Abort, AbortCause, ConflictKind, TxError, TxResult};
 use crate::hook::{Conflict, Event, EventKind, EventSink, SourceLocation, sink};
 use crate::runtime::{
-    FLAGS, INDEX_NONE, LOCKED, PINNED, Runtime, SHIFT, WAITERS, index_of, locked_word, owner_of,
-    runtime,
+    FLAGS, INDEX_NONE, LOCKED, PINNED, Runtime, SHIFT, SLOT_MASK, SLOTS, WAITERS, index_of,
+    locked_word, owner_of, runtime,
 };
 use crate::stats::{self, Counters};
 use crate::sync::{AtomicU64, Ordering, Spin};
@@ -189,7 +216,13 @@ struct Held {
 struct State {
     rt: &'static Runtime,
     id: u64,
-    rv: u64,
+    /// This thread's clock slot (`Runtime::clocks`); 0 is the shared one.
+    slot: u64,
+    /// The snapshot, one entry per clock slot: `seen[s]` is a stamp of slot `s` loaded from its
+    /// clock before this attempt started or at one of its extensions (or this thread's own last
+    /// stamp). A word whose stamp `t` has `t <= seen[t & SLOT_MASK]` was written by a commit
+    /// that locked it before that load. Kept across attempts; entries only grow.
+    seen: Box<[u64; SLOTS]>,
     inevitable: bool,
     /// Inevitable because the user asked (`inevitably`, `become_inevitable`): may have done I/O.
     user_inevitable: bool,
@@ -378,10 +411,16 @@ unsafe fn drop_box<T>(bits: u64) {
 
 impl State {
     fn new(rt: &'static Runtime, id: u64) -> Self {
+        let mut seen = Box::new([0u64; SLOTS]);
+        for (s, e) in (0u64..).zip(seen.iter_mut()) {
+            // Count 0 of each slot: older than every commit stamped by it.
+            *e = s;
+        }
         State {
             rt,
             id,
-            rv: 0,
+            slot: rt.acquire_slot(),
+            seen,
             inevitable: false,
             user_inevitable: false,
             doomed: None,
@@ -417,13 +456,10 @@ impl State {
             self.rollback();
             self.end();
         }
-        // The snapshot is where the previous attempt of this thread left it (its extended `rv`,
-        // or the version of its last commit), not a fresh clock read: an older snapshot is still
-        // a consistent one (every read is checked against it, and a newer word makes the
-        // attempt extend), and not touching the clock's cache line at every start is what lets
-        // threads that commit disjoint data scale. `rv` only grows; it came from a clock load
-        // (Acquire) or from this thread's own `fetch_add` (AcqRel), so it carries the same
-        // guarantee as a fresh load (see the module doc).
+        // The snapshot `seen` is where the previous attempts of this thread left it, not a
+        // fresh read of every clock: each entry was loaded (Acquire) before this attempt
+        // started, which is all the snapshot argument needs (see the module doc), and a word
+        // newer than it makes the attempt extend. Starting touches no shared cache line.
         self.inevitable = false;
         self.user_inevitable = false;
         self.doomed = None;
@@ -536,10 +572,11 @@ impl State {
         let addr = word as *const AtomicU64 as usize;
         if self.doomed.is_none() && !self.inevitable && self.filter & filter_bit(addr) == 0 {
             let (orec, _) = self.rt.orec(addr);
-            let o1 = orec.load(Ordering::Acquire);
+            let o1 = orec.load(Ordering::SeqCst);
             let v = word.load(Ordering::Acquire);
-            let o2 = orec.load(Ordering::Acquire);
-            if o1 == o2 && o1 & LOCKED == 0 && o1 >> SHIFT <= self.rv {
+            let o2 = orec.load(Ordering::SeqCst);
+            let stamp = o1 >> SHIFT;
+            if o1 == o2 && o1 & LOCKED == 0 && stamp <= self.seen[(stamp & SLOT_MASK) as usize] {
                 self.reads.push(ReadEntry {
                     orec,
                     version: o1 & !FLAGS,
@@ -581,13 +618,14 @@ impl State {
                 return Err(self.fail(ConflictKind::WriteRead, loc, Some(oi), Some(owner_of(o1))));
             }
             let v = word.load(Ordering::Acquire);
-            let o2 = orec.load(Ordering::Acquire);
+            let o2 = orec.load(Ordering::SeqCst);
             if (o1 ^ o2) & !FLAGS != 0 {
                 continue;
             }
             let version = o1 & !FLAGS;
-            if version >> SHIFT > self.rv {
-                self.extend()?;
+            let stamp = version >> SHIFT;
+            if stamp > self.seen[(stamp & SLOT_MASK) as usize] {
+                self.extend(stamp & SLOT_MASK)?;
                 continue;
             }
             self.reads.push(ReadEntry { orec, version, loc });
@@ -595,13 +633,19 @@ impl State {
         }
     }
 
-    /// Moves the snapshot forward to now, if every read is still current.
+    /// Moves the snapshot of clock `slot` forward to now, if every read is still current.
     #[cold]
-    fn extend(&mut self) -> TxResult<()> {
-        let now = self.rt.clock.load(Ordering::Acquire);
-        self.validate()?;
-        self.rv = now;
-        Ok(())
+    fn extend(&mut self, slot: u64) -> TxResult<()> {
+        // Acquire: pairs with the Release store (or RMW) of the commit that stamped `now`; the
+        // validation below and every later orec load see the locks of the commits stamped up to
+        // `now` (see `Runtime::clocks`).
+        let now = self.rt.clocks[slot as usize].load(Ordering::Acquire);
+        let e = &mut self.seen[slot as usize];
+        // The load came before the validation, so it is a sample taken at a point where every
+        // read so far is current (if validation fails the attempt ends; a later one starts
+        // after the load). Entries only grow.
+        *e = (*e).max(now);
+        self.validate()
     }
 
     /// Checks that every read orec still holds the version it was read at (or is locked by this
@@ -609,8 +653,11 @@ impl State {
     fn validate(&mut self) -> TxResult<()> {
         for i in 0..self.reads.len() {
             let r = self.reads[i];
-            // Acquire: pairs with the Release of whichever commit last released this orec.
-            let o = r.orec.load(Ordering::Acquire);
+            // SeqCst: Acquire pairs with the Release of whichever commit last released this
+            // orec; SeqCst, with the SeqCst lock CAS of `commit`, makes two committers that
+            // each read what the other writes see at least one of the two locks (see `commit`).
+            // On x86-64 it is the same plain load as an Acquire one.
+            let o = r.orec.load(Ordering::SeqCst);
             let ok = if o & LOCKED == 0 {
                 o & !FLAGS == r.version
             } else if o & PINNED == 0 && owner_of(o) == self.id {
@@ -1049,10 +1096,12 @@ impl State {
                         continue 'again;
                     }
                     let new = locked_word(self.id, i, o & WAITERS);
-                    // AcqRel: Acquire pairs with the previous release of this orec; the lock is
-                    // sequenced before our clock fetch_add, whose Release publishes it.
+                    // SeqCst (an AcqRel RMW, and in the single total order): Acquire pairs with
+                    // the previous release of this orec; the lock is sequenced before our clock
+                    // store, whose Release publishes it to readers; SeqCst orders it before our
+                    // SeqCst validation loads for a concurrent committer (see below).
                     if orec
-                        .compare_exchange(o, new, Ordering::AcqRel, Ordering::Relaxed)
+                        .compare_exchange(o, new, Ordering::SeqCst, Ordering::Relaxed)
                         .is_ok()
                     {
                         self.rt.orec_written();
@@ -1066,15 +1115,25 @@ impl State {
             }
             break;
         }
-        // AcqRel: Release publishes our locks to readers that Acquire-load the clock (see the
-        // module doc); Acquire orders our validation loads after it.
-        let wv = self.rt.clock.fetch_add(1, Ordering::AcqRel) + 1;
-        if wv != self.rv + 1
+        // Validate every read now that the write set is locked. Two committers that each read
+        // a word the other writes (write skew) lock (SeqCst RMW) and then validate (SeqCst
+        // loads): in the single total order of SeqCst operations one of them validates after
+        // the other's lock, sees it and aborts. There is no global clock RMW to order them.
+        // Loom does not model SeqCst loads as such, only SeqCst fences: the model gets a fence
+        // here, which is at least as strong. (The loom build's `orec_written` signal, a mutex,
+        // also orders the two lock CASes, so the model checks that validation happens and
+        // catches the skew, not this ordering itself; that rests on the argument above.)
+        #[cfg(loom)]
+        loom::sync::atomic::fence(Ordering::SeqCst);
+        if !self.reads.is_empty()
             && let Err(a) = self.validate()
         {
             self.unlock_writes();
             return Err(a);
         }
+        // Locked and validated: this is the commit's serialisation point. Stamp it with our
+        // slot's next stamp (a Release store, after the locks, before any release).
+        let wv = self.rt.next_stamp(self.slot);
         if self.sink.is_some() {
             // After validation (an attempt that fails it must still find the previous writer
             // of its own locked orecs in the table) and before the release that publishes it.
@@ -1083,8 +1142,9 @@ impl State {
             }
         }
         self.write_back();
-        // Our commit is version `wv`: the next attempt may start its snapshot there.
-        self.rv = wv;
+        // Our own slot is known up to our own commit (for the shared slot, the RMW acquired
+        // the other sharers' earlier stamps too).
+        self.seen[self.slot as usize] = wv;
         let mut waiters = false;
         for w in self.writes.iter_mut() {
             if w.owned {
@@ -1129,8 +1189,9 @@ impl State {
         let wrote = self.held.iter().any(|h| h.locked);
         let wv = if wrote {
             self.write_back();
-            let wv = self.rt.clock.fetch_add(1, Ordering::AcqRel) + 1;
-            self.rv = self.rv.max(wv);
+            // Our locks were taken at encounter time, before this store (see `clocks`).
+            let wv = self.rt.next_stamp(self.slot);
+            self.seen[self.slot as usize] = wv;
             Some(wv)
         } else {
             None
@@ -1296,6 +1357,7 @@ impl Drop for State {
         }
         self.free_pending();
         self.free_garbage();
+        self.rt.release_slot(self.slot);
     }
 }
 
