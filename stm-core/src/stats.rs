@@ -9,7 +9,8 @@ use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub(crate) const COMMITS: usize = 0;
+/// Update commits (read-only ones are counted apart: one bump per commit).
+pub(crate) const UPDATE_COMMITS: usize = 0;
 pub(crate) const READ_ONLY_COMMITS: usize = 1;
 pub(crate) const ABORT_WW: usize = 2;
 pub(crate) const ABORT_WR: usize = 3;
@@ -145,7 +146,7 @@ pub fn stats() -> Stats {
         c.add_into(&mut s);
     }
     Stats {
-        commits: s[COMMITS],
+        commits: s[UPDATE_COMMITS] + s[READ_ONLY_COMMITS],
         read_only_commits: s[READ_ONLY_COMMITS],
         aborts_write_write: s[ABORT_WW],
         aborts_write_read: s[ABORT_WR],

@@ -75,7 +75,6 @@ use crate::tvar::TVar;
 use crate::word::{self, Word};
 use core::cell::{Cell, UnsafeCell};
 use core::panic::Location;
-use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
@@ -85,6 +84,12 @@ use std::time::Instant;
 const LOCK_SPINS: u32 = 8;
 /// Write sets longer than this get a hash index for read-after-write lookups.
 const INDEX_AFTER: usize = 32;
+/// Read-set capacity reserved when a thread's state is built (grown on demand, and kept: the
+/// state is reused by every transaction of the thread, so only a thread's first transactions
+/// may allocate).
+const READS_RESERVED: usize = 64;
+/// Write-set capacity reserved likewise.
+const WRITES_RESERVED: usize = 16;
 
 // ---------------------------------------------------------------------------------------------
 // Per-thread context
@@ -227,12 +232,12 @@ struct State {
     /// Inevitable because the user asked (`inevitably`, `become_inevitable`): may have done I/O.
     user_inevitable: bool,
     doomed: Option<Abort>,
-    reads: SmallVec<[ReadEntry; 32]>,
-    writes: SmallVec<[WriteEntry; 16]>,
+    reads: Vec<ReadEntry>,
+    writes: Vec<WriteEntry>,
     /// One bit per (address >> 3) % 64 of the written words: most reads skip the write-set scan.
     filter: u64,
     index: Option<HashMap<usize, usize>>,
-    held: SmallVec<[Held; 8]>,
+    held: Vec<Held>,
     after: Vec<Box<dyn FnOnce()>>,
     /// Superseded `TBox` allocations of this attempt (never published), freed when it ends.
     garbage: Vec<(u64, DropFn)>,
@@ -424,11 +429,11 @@ impl State {
             inevitable: false,
             user_inevitable: false,
             doomed: None,
-            reads: SmallVec::new(),
-            writes: SmallVec::new(),
+            reads: Vec::with_capacity(READS_RESERVED),
+            writes: Vec::with_capacity(WRITES_RESERVED),
             filter: 0,
             index: None,
-            held: SmallVec::new(),
+            held: Vec::new(),
             after: Vec::new(),
             garbage: Vec::new(),
             #[cfg(not(loom))]
@@ -634,17 +639,26 @@ impl State {
     }
 
     /// Moves the snapshot of clock `slot` forward to now, if every read is still current.
+    ///
+    /// When refreshing every slot in use costs no more than the validation itself (few slots,
+    /// or a long read set), all of them are refreshed, so that one validation covers the
+    /// commits of every thread: a long reader among many writers then extends about once per
+    /// burst of commits, not once per writer.
     #[cold]
     fn extend(&mut self, slot: u64) -> TxResult<()> {
-        // Acquire: pairs with the Release store (or RMW) of the commit that stamped `now`; the
-        // validation below and every later orec load see the locks of the commits stamped up to
-        // `now` (see `Runtime::clocks`).
-        let now = self.rt.clocks[slot as usize].load(Ordering::Acquire);
-        let e = &mut self.seen[slot as usize];
-        // The load came before the validation, so it is a sample taken at a point where every
-        // read so far is current (if validation fails the attempt ends; a later one starts
-        // after the load). Entries only grow.
-        *e = (*e).max(now);
+        let used = self.rt.slots_used().min(SLOTS);
+        let all = used <= self.reads.len().max(4);
+        for s in (0..used).filter(|_| all).chain([slot as usize]) {
+            // Acquire: pairs with the Release store (or RMW) of the commit that stamped `now`;
+            // the validation below and every later orec load see the locks of the commits
+            // stamped up to `now` (see `Runtime::clocks`).
+            let now = self.rt.clocks[s].load(Ordering::Acquire);
+            let e = &mut self.seen[s];
+            // The loads come before the validation, so they sample a point where every read so
+            // far is current (if validation fails the attempt ends; a later one starts after
+            // the loads). Entries only grow.
+            *e = (*e).max(now);
+        }
         self.validate()
     }
 
@@ -892,10 +906,13 @@ impl State {
                 self.held.len()
             };
             let new = locked_word(self.id, slot, (o & WAITERS) | PINNED);
-            // AcqRel: Acquire pairs with the last release of the orec; Release orders nothing
-            // of ours yet but keeps the lock word's publication symmetric with normal locks.
+            // SeqCst, as a normal commit's lock CAS: Acquire pairs with the last release of the
+            // orec, and a committer that read this word and validated it before this lock (it
+            // comes before us in the serial order) must precede the lock in the SeqCst order, so
+            // that readers who cover our stamp also see that committer's locks (see the
+            // anti-dependency argument at the top of this file).
             if orec
-                .compare_exchange(o, new, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(o, new, Ordering::SeqCst, Ordering::Relaxed)
                 .is_err()
             {
                 spin.spin();
@@ -1045,8 +1062,19 @@ impl State {
 
     // ----- commit -----
 
+    /// `commit`, with the read-only case (nothing to do: every read was valid at the snapshot)
+    /// decided inline.
+    #[inline(always)]
+    fn commit_fast(&mut self) -> TxResult<bool> {
+        if self.writes.is_empty() && self.doomed.is_none() && !self.inevitable {
+            return Ok(true);
+        }
+        self.commit()
+    }
+
     /// Commits; returns whether the attempt wrote nothing. On failure everything is already
     /// released.
+    #[inline(never)]
     fn commit(&mut self) -> TxResult<bool> {
         if let Some(a) = self.doomed {
             return Err(a);
@@ -1357,6 +1385,9 @@ impl Drop for State {
         }
         self.free_pending();
         self.free_garbage();
+        // Under loom the runtime is a per-execution lazy static that may already be gone when
+        // thread-locals are dropped at the end of an execution; it is discarded with its slots.
+        #[cfg(not(loom))]
         self.rt.release_slot(self.slot);
     }
 }
@@ -1396,10 +1427,25 @@ enum Mode {
     Inevitable,
 }
 
+/// Runs the body once. Never inlined, so that the body's locals live in a frame below
+/// `execute`'s (the stack check of `Tx::write` relies on it: a `TVar` on the body's stack is gone
+/// at commit time, and must not be mistaken for one of `execute`'s live locals); generic, so that
+/// the body is inlined here rather than called through a `dyn` pointer.
+#[inline(never)]
+fn run_body<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
+    body: &mut F,
+    tx: &mut Tx,
+) -> Result<R, TxError<E>> {
+    body(tx)
+}
+
 /// The loop shared by every entry point. Returns the body's value or the user's error.
-#[inline]
-fn execute<R, E>(
-    body: &mut dyn FnMut(&mut Tx) -> Result<R, TxError<E>>,
+///
+/// Never inlined: its frame must lie entirely below the caller's (whose `TVar`s outlive the
+/// transaction) and above `run_body`'s (whose do not), for the stack check of `Tx::write`.
+#[inline(never)]
+fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
+    body: &mut F,
     mode: Mode,
 ) -> Result<R, E> {
     CTX.with(|ctx| {
@@ -1440,7 +1486,7 @@ fn execute<R, E>(
             }
             // `current` is set only while user code of the body runs (see `forget_pending`).
             ctx.current.set(state);
-            let r = catch_unwind(AssertUnwindSafe(|| body(&mut tx)));
+            let r = catch_unwind(AssertUnwindSafe(|| run_body(body, &mut tx)));
             ctx.current.set(core::ptr::null_mut());
             let s = tx.st();
             let r = match r {
@@ -1457,13 +1503,14 @@ fn execute<R, E>(
                 }
             };
             match r {
-                Ok(v) => match s.commit() {
+                Ok(v) => match s.commit_fast() {
                     Ok(read_only) => {
                         let inev = s.took_token;
-                        ctx.counters.bump(stats::COMMITS);
-                        if read_only {
-                            ctx.counters.bump(stats::READ_ONLY_COMMITS);
-                        }
+                        ctx.counters.bump(if read_only {
+                            stats::READ_ONLY_COMMITS
+                        } else {
+                            stats::UPDATE_COMMITS
+                        });
                         if inev {
                             ctx.counters.bump(stats::INEVITABLE_RUNS);
                         }
