@@ -115,13 +115,54 @@ fn scaling_writes_its_chart() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
     let series = v.as_array().expect("series");
-    assert_eq!(series.len(), 15, "4 structures x 3 + 3 banks");
+    assert_eq!(series.len(), 17, "4 structures x 3 + 3 banks + 2 disjoint");
     assert!(
         series
             .iter()
-            .all(|s| s["ops_per_second"].as_array().map(Vec::len) == Some(2))
+            .all(|s| s["ops_per_second"].as_array().map(Vec::len) == Some(2)
+                && s["threads"] == serde_json::json!([1, 2]))
     );
     let text = std::fs::read_to_string(&svg).expect("chart written");
     assert!(text.starts_with("<svg") && text.contains("rbtree stm"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn scaling_measures_the_chosen_points_and_rejects_zero() {
+    let dir = std::env::temp_dir().join(format!("stm-scaling-pts-{}", std::process::id()));
+    let svg_arg = dir.join("s.svg").to_string_lossy().into_owned();
+    let args = |points: &'static str| {
+        [
+            "--points",
+            points,
+            "--ops",
+            "500",
+            "--repeats",
+            "1",
+            "--out",
+            &svg_arg,
+            "--json",
+        ]
+        .map(String::from)
+    };
+    let a = args("1,3");
+    let (ok, out, err) = run(
+        env!("CARGO_BIN_EXE_scaling"),
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert!(
+        v.as_array()
+            .expect("series")
+            .iter()
+            .all(|s| s["threads"] == serde_json::json!([1, 3]))
+    );
+    let a = args("0,2");
+    let (ok, _, err) = run(
+        env!("CARGO_BIN_EXE_scaling"),
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(!ok && err.contains("at least 1"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

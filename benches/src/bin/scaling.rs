@@ -18,6 +18,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use stm_benches::bank::BankWorkload;
 use stm_benches::intset::{IntSetWorkload, all_sets};
 use stm_benches::workload::{per_second, run_threads};
@@ -26,9 +27,13 @@ use stm_benches::workload::{per_second, run_threads};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Highest thread count (default: the number of cores, at least 2).
+    /// Highest thread count (default: the number of cores, at least 2); every count from 1 to
+    /// it is measured unless `--points` says otherwise.
     #[arg(short, long)]
     threads: Option<usize>,
+    /// The thread counts to measure, e.g. `1,2,4,8,16` (default: 1 to `--threads`).
+    #[arg(long, value_delimiter = ',')]
+    points: Vec<usize>,
     /// Operations per thread per point (the list and bank rows use a fifth of it: they are
     /// 10x slower per operation).
     #[arg(long, default_value_t = 500_000)]
@@ -44,31 +49,36 @@ struct Args {
     json: bool,
 }
 
-/// One series: a workload on one implementation, ops/s at 1..=threads.
+/// One series: a workload on one implementation, ops/s at each thread count.
 #[derive(Debug, Serialize)]
 struct Series {
     workload: String,
     implementation: String,
-    /// Committed operations per second at 1, 2, ... threads.
+    /// The thread counts measured.
+    threads: Vec<usize>,
+    /// Committed operations per second at each of `threads`.
     ops_per_second: Vec<f64>,
 }
+
+/// Keeps each counter of the disjoint workload on its own cache line (two, for the adjacent-line
+/// prefetcher).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// One operation of a workload, given the thread's index and random generator.
+type Op<'a> = dyn Fn(usize, &mut stm_benches::rng::Rng) + Sync + 'a;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn measure(
-    threads: usize,
-    ops: u64,
-    repeats: usize,
-    op: &(dyn Fn(&mut stm_benches::rng::Rng) + Sync),
-) -> f64 {
-    run_threads(threads, (ops / 10).max(1), 99, |_, rng| op(rng));
+fn measure(threads: usize, ops: u64, repeats: usize, op: &Op<'_>) -> f64 {
+    run_threads(threads, (ops / 10).max(1), 99, op);
     median(
         (0..repeats.max(1))
             .map(|r| {
-                let t = run_threads(threads, ops, r as u64, |_, rng| op(rng));
+                let t = run_threads(threads, ops, r as u64, op);
                 per_second(ops * threads as u64, t)
             })
             .collect(),
@@ -89,9 +99,15 @@ fn real_main() -> Result<(), String> {
     let args = Args::parse();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let max = args.threads.unwrap_or(cores.max(2));
-    if max == 0 || args.ops == 0 {
-        return Err("--threads and --ops must be at least 1".into());
+    let points: Vec<usize> = if args.points.is_empty() {
+        (1..=max).collect()
+    } else {
+        args.points.clone()
+    };
+    if max == 0 || args.ops == 0 || points.contains(&0) {
+        return Err("--threads, --points and --ops must be at least 1".into());
     }
+    let max = points.iter().copied().max().unwrap_or(1);
     let mut series = Vec::new();
 
     let w = IntSetWorkload::default();
@@ -106,10 +122,11 @@ fn real_main() -> Result<(), String> {
         let mut s = Series {
             workload: format!("intset {structure}"),
             implementation: sync.to_string(),
+            threads: points.clone(),
             ops_per_second: Vec::new(),
         };
-        for t in 1..=max {
-            let op = |rng: &mut stm_benches::rng::Rng| {
+        for &t in &points {
+            let op = |_: usize, rng: &mut stm_benches::rng::Rng| {
                 let _ = w.op(&*set, rng);
             };
             s.ops_per_second
@@ -127,16 +144,49 @@ fn real_main() -> Result<(), String> {
         let mut s = Series {
             workload: "bank".into(),
             implementation: bank.name().into(),
+            threads: points.clone(),
             ops_per_second: Vec::new(),
         };
-        for t in 1..=max {
-            let op = |rng: &mut stm_benches::rng::Rng| {
+        for &t in &points {
+            let op = |_: usize, rng: &mut stm_benches::rng::Rng| {
                 if !bw.op(&*bank, rng) {
                     panic!("{}: an audit saw a wrong total", bank.name());
                 }
             };
             s.ops_per_second
                 .push(measure(t, (args.ops / 5).max(1), args.repeats, &op));
+            eprint!(".");
+        }
+        series.push(s);
+    }
+
+    // Disjoint counters: each thread increments its own word (its own cache line), in a
+    // transaction or under its own `Mutex`. Nothing is shared but the runtime itself, so this
+    // shows what the runtime's own shared state (clocks, counters) costs as threads are added.
+    let stm_counters: Vec<Padded<stm_core::TVar<u64>>> =
+        (0..max).map(|_| Padded(stm_core::TVar::new(0))).collect();
+    let mutex_counters: Vec<Padded<Mutex<u64>>> = (0..max).map(|_| Padded(Mutex::new(0))).collect();
+    let disjoint: [(&str, &Op<'_>); 2] = [
+        ("stm", &|t, _| {
+            stm_core::atomically(|tx| tx.modify(&stm_counters[t].0, |x| x + 1).map(drop))
+        }),
+        ("mutex", &|t, _| {
+            *mutex_counters[t]
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) += 1;
+        }),
+    ];
+    for (name, op) in disjoint {
+        let mut s = Series {
+            workload: "disjoint".into(),
+            implementation: name.into(),
+            threads: points.clone(),
+            ops_per_second: Vec::new(),
+        };
+        for &t in &points {
+            s.ops_per_second
+                .push(measure(t, args.ops.max(1), args.repeats, op));
             eprint!(".");
         }
         series.push(s);
@@ -156,10 +206,10 @@ fn real_main() -> Result<(), String> {
         );
     } else {
         print!("{:<18} {:<18}", "workload", "implementation");
-        for t in 1..=max {
+        for t in &points {
             print!(" {:>10}", format!("{t} thr"));
         }
-        println!(" {:>8}", format!("{max}/1"));
+        println!(" {:>8}", format!("{max}/{}", points[0]));
         for s in &series {
             print!("{:<18} {:<18}", s.workload, s.implementation);
             for v in &s.ops_per_second {
@@ -199,7 +249,13 @@ fn chart(out: &Path, series: &[Series], max: usize) -> Result<(), Box<dyn std::e
     ] {
         let chosen: Vec<&Series> = series
             .iter()
-            .filter(|s| (s.workload == "bank") == is_bank)
+            .filter(|s| {
+                if is_bank {
+                    s.workload == "bank"
+                } else {
+                    s.workload.starts_with("intset")
+                }
+            })
             .collect();
         let vals = chosen.iter().flat_map(|s| s.ops_per_second.iter().copied());
         let lo = vals.clone().fold(f64::INFINITY, f64::min).max(1.0);
@@ -249,10 +305,10 @@ fn chart(out: &Path, series: &[Series], max: usize) -> Result<(), Box<dyn std::e
                 s.implementation
             );
             let points: Vec<(usize, f64)> = s
-                .ops_per_second
+                .threads
                 .iter()
-                .enumerate()
-                .map(|(i, v)| (i + 1, v.max(lo)))
+                .zip(&s.ops_per_second)
+                .map(|(&t, v)| (t, v.max(lo)))
                 .collect();
             let style = ShapeStyle::from(colour).stroke_width(if ii == 0 { 3 } else { 1 });
             let anno = if ii == 2 && !is_bank {
