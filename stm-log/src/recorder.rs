@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
-use stm_core::{AbortCause, Conflict, Event, EventKind, EventSink, SourceLocation};
+use std::time::{Duration, SystemTime};
+use stm_core::{AbortCause, Conflict, Event, EventKind, EventSink, SourceLocation, Timestamp};
 
 /// How often the background thread drains the per-thread buffers into the file.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
@@ -262,7 +262,7 @@ impl Inner {
 struct Shared {
     /// Distinguishes recorders in the per-thread state (from 1; 0 means none).
     id: u64,
-    start: Instant,
+    start: Timestamp,
     path: PathBuf,
     inner: Mutex<Inner>,
     closed: AtomicBool,
@@ -277,9 +277,10 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Nanoseconds from the recorder's start to `t` (0 for an earlier `t`).
     #[inline]
-    fn nanos(&self, t: Instant) -> u64 {
-        nanos(t.saturating_duration_since(self.start))
+    fn nanos(&self, t: Timestamp) -> u64 {
+        t.as_nanos().saturating_sub(self.start.as_nanos())
     }
 
     fn intern(&self, loc: SourceLocation) -> LocationId {
@@ -305,7 +306,7 @@ impl Shared {
     }
 
     fn finish(&self) -> io::Result<()> {
-        let end = self.nanos(Instant::now());
+        let end = self.nanos(Timestamp::now());
         let mut inner = self.lock();
         if inner.out.is_some() {
             inner.drain_all();
@@ -413,8 +414,10 @@ impl Recorder {
                 format!("cannot create conflict log {}: {e}", path.display()),
             )
         })?;
-        let start = Instant::now();
-        let start_unix_ns = SystemTime::now()
+        let start = Timestamp::now();
+        // The wall clock as the event clock sees it, so that header and record times agree.
+        let start_unix_ns = start
+            .to_system_time()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let mut out = BufWriter::with_capacity(FILE_BUF, file);
@@ -468,8 +471,8 @@ impl Recorder {
         &self.shared.path
     }
 
-    /// The instant that record times count from.
-    pub fn start(&self) -> Instant {
+    /// The moment that record times count from, on stm-core's event clock.
+    pub fn start(&self) -> Timestamp {
         self.shared.start
     }
 
