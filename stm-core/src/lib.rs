@@ -50,7 +50,7 @@
 //!
 //! `word` (the [`Word`] trait), `tvar` ([`TVar`], [`TBox`]), `runtime` (clock, lock table,
 //! [`Config`]), `tx` (the hot path: [`Tx`], [`atomically`]), `hook` (the event sink the conflict
-//! log plugs into), `stats` ([`stats()`]), `sync` (the loom shim).
+//! log plugs into, and its clock, [`Timestamp`]), `stats` ([`stats()`]), `sync` (the loom shim).
 
 mod error;
 mod hook;
@@ -66,7 +66,8 @@ pub mod collections;
 
 pub use error::{Abort, AbortCause, ConflictKind, TxError, TxResult};
 pub use hook::{
-    Conflict, Event, EventKind, EventSink, SourceLocation, event_sink_installed, set_event_sink,
+    Conflict, Event, EventKind, EventSink, SourceLocation, Timestamp, event_sink_installed,
+    set_event_sink,
 };
 pub use runtime::{Config, ConfigError, configure};
 pub use stats::{Stats, stats};

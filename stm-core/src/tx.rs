@@ -64,7 +64,7 @@
 //! Everyone else keeps committing unless they touch its words.
 
 use crate::error::{Abort, AbortCause, ConflictKind, TxError, TxResult};
-use crate::hook::{Conflict, Event, EventKind, EventSink, SourceLocation, sink};
+use crate::hook::{Conflict, Event, EventKind, EventSink, SourceLocation, Timestamp, sink};
 use crate::runtime::{
     FLAGS, INDEX_NONE, LOCKED, PINNED, Runtime, SHIFT, SLOT_MASK, SLOTS, WAITERS, index_of,
     locked_word, owner_of, runtime,
@@ -78,7 +78,6 @@ use core::panic::Location;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Spins on a lock held by a normal committer before giving up.
 const LOCK_SPINS: u32 = 8;
@@ -244,7 +243,7 @@ struct State {
     #[cfg(not(loom))]
     guard: Option<crossbeam_epoch::Guard>,
     sink: Option<&'static dyn EventSink>,
-    start: Option<Instant>,
+    start: Option<Timestamp>,
     conflict: Option<Conflict>,
     /// This attempt held the inevitable token at some point.
     took_token: bool,
@@ -474,7 +473,7 @@ impl State {
         let sink = sink();
         self.sink = sink;
         if sink.is_some() {
-            self.start = Some(Instant::now());
+            self.start = Some(Timestamp::now());
             self.conflict = None;
         }
     }
@@ -494,12 +493,12 @@ impl State {
     #[inline]
     fn emit(&self, kind: EventKind) {
         if self.sink.is_some() {
-            self.emit_at(Instant::now(), kind);
+            self.emit_at(Timestamp::now(), kind);
         }
     }
 
     #[inline]
-    fn emit_at(&self, time: Instant, kind: EventKind) {
+    fn emit_at(&self, time: Timestamp, kind: EventKind) {
         if let Some(s) = self.sink {
             let e = Event {
                 thread: self.id,
@@ -719,7 +718,7 @@ impl State {
             other: None,
             other_thread: Some(owner_of(seen)),
         };
-        let t0 = self.sink.map(|_| Instant::now());
+        let t0 = self.sink.map(|_| Timestamp::now());
         self.emit(EventKind::PauseStart { conflict });
         self.rt.wait_orec_change(orec, seen);
         if let Some(t0) = t0 {
@@ -955,7 +954,7 @@ impl State {
                         other: None,
                         other_thread: Some(owner),
                     };
-                    let t0 = self.sink.map(|_| Instant::now());
+                    let t0 = self.sink.map(|_| Timestamp::now());
                     self.emit(EventKind::PauseStart { conflict });
                     self.rt.wait_token_free(self.id);
                     if let Some(t0) = t0 {
@@ -1515,7 +1514,7 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
                             ctx.counters.bump(stats::INEVITABLE_RUNS);
                         }
                         if s.sink.is_some() {
-                            let now = Instant::now();
+                            let now = Timestamp::now();
                             let duration = s.start.map(|t| now - t).unwrap_or_default();
                             s.emit_at(
                                 now,
@@ -1607,7 +1606,7 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
 impl State {
     fn emit_abort(&self, cause: AbortCause) {
         if self.sink.is_some() {
-            let now = Instant::now();
+            let now = Timestamp::now();
             let lost = self.start.map(|t| now - t).unwrap_or_default();
             let conflict = if matches!(cause, AbortCause::Conflict(_)) {
                 self.conflict

@@ -353,6 +353,49 @@ fn the_event_hook_sees_attempts_commits_and_inevitable_runs() {
     assert!(events.windows(2).all(|w| w[0].time <= w[1].time));
 }
 
+/// Commit durations and abort losses are the differences of the events' own timestamps, and a
+/// timestamp converts to an `Instant` and back unchanged.
+#[test]
+fn event_durations_are_differences_of_event_times() {
+    use stm_core::{Timestamp, TxError};
+    let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let sink = Arc::new(Collect(stm_core::thread_id(), Mutex::new(Vec::new())));
+    set_event_sink(Some(sink.clone()));
+    let v = TVar::new(0u64);
+    for i in 0..100 {
+        atomically(|tx| tx.modify(&v, |x| x + 1));
+        let _ = try_atomically(|tx| {
+            tx.write(&v, i)?;
+            Err::<(), _>(TxError::User(()))
+        });
+    }
+    set_event_sink(None);
+    let events = sink.1.lock().unwrap().clone();
+    let mut start: Option<Timestamp> = None;
+    let (mut commits, mut cancels) = (0, 0);
+    for e in &events {
+        match e.kind {
+            EventKind::Start { .. } => start = Some(e.time),
+            EventKind::Commit { duration, .. } => {
+                assert_eq!(duration, e.time - start.take().unwrap(), "{e:?}");
+                commits += 1;
+            }
+            EventKind::Abort { lost, .. } => {
+                assert_eq!(lost, e.time - start.take().unwrap(), "{e:?}");
+                cancels += 1;
+            }
+            _ => {}
+        }
+        assert_eq!(Timestamp::from_instant(e.time.to_instant()), e.time);
+    }
+    assert_eq!((commits, cancels), (100, 100));
+    assert!(events.windows(2).all(|w| w[0].time <= w[1].time));
+    let (a, b) = (Timestamp::now(), Timestamp::now());
+    assert!(a <= b && b - a == b.saturating_duration_since(a));
+    assert_eq!(a + (b - a), b);
+    assert!(Timestamp::ORIGIN.to_instant() == Timestamp::origin());
+}
+
 #[test]
 fn configure_rejects_bad_values() {
     use stm_core::{Config, ConfigError, configure};

@@ -4,13 +4,19 @@
 //!
 //! Each thread that delivers an event gets its own byte ring (a single-producer, single-consumer
 //! queue of encoded records), registered with the recorder the first time. On the hot path the
-//! thread encodes the event into a stack buffer and copies it into its ring: no lock, no
-//! read-modify-write, no allocation. Consumers drain rings into the file while holding the
-//! recorder's mutex (which makes them one consumer at a time): a background thread every
-//! [`FLUSH_INTERVAL`] or sooner when a ring passes half full (its producer wakes it), a producer
-//! whose ring is full (it drains its own ring, then goes on), and [`Recorder::flush`] /
-//! [`Recorder::close`]. Records of one thread therefore appear in the
-//! file in the order they happened; records of different threads interleave by chunks.
+//! thread encodes the event straight into its ring (start and commit records; the others through
+//! a stack buffer and a copy): no lock, no read-modify-write, no allocation. Consumers drain rings
+//! into the file while holding the recorder's mutex (which makes them one consumer at a time): a
+//! producer whose ring is full (it drains its own ring, then goes on), a background thread every
+//! [`FLUSH_INTERVAL`], and [`Recorder::flush`] / [`Recorder::close`]. Records of one thread
+//! therefore appear in the file in the order they happened; records of different threads
+//! interleave by chunks.
+//!
+//! A busy thread thus drains its own ring: the bytes it wrote are still in its core's cache, and
+//! the ring's lines never travel to another core and back. Waking the background thread at half
+//! full instead (the first version) cost the transaction thread about 20 ns per transaction on the
+//! development machine (`docs/perf/log.md`): every line of the ring the flusher had read had to be
+//! fetched back before the producer could write it again.
 //!
 //! Source locations are interned: the first time a thread meets a `&'static Location` it asks the
 //! recorder (under the mutex) for an id; a location seen for the first time in the whole process
@@ -37,16 +43,15 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
-use stm_core::{AbortCause, Conflict, Event, EventKind, EventSink, SourceLocation};
+use std::time::{Duration, SystemTime};
+use stm_core::{AbortCause, Conflict, Event, EventKind, EventSink, SourceLocation, Timestamp};
 
 /// How often the background thread drains the per-thread buffers into the file.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// Bytes of buffer per thread (a power of two). At 10 to 20 bytes per record that is several
-/// thousand events; a thread whose ring passes half full wakes the background flusher, and one
-/// whose ring is full drains it itself.
+/// thousand events; a thread whose ring is full drains it itself.
 const RING_BYTES: usize = 1 << 17;
 /// Buffer of the file writer.
 const FILE_BUF: usize = 1 << 20;
@@ -65,17 +70,6 @@ struct Ring {
 // disjoint and handed over with Release/Acquire on `head` and `tail`, so there is no data race.
 unsafe impl Sync for Ring {}
 
-/// What `push` did.
-#[derive(PartialEq, Eq)]
-enum Pushed {
-    /// Appended; the ring is less than half full.
-    Yes,
-    /// Appended, and the ring just passed half full: time to wake the flusher.
-    HalfFull,
-    /// Not appended: no room.
-    Full,
-}
-
 impl Ring {
     fn new() -> Self {
         Ring {
@@ -90,13 +84,13 @@ impl Ring {
         UnsafeCell::raw_get(self.bytes.as_ptr())
     }
 
-    /// Appends `rec` whole, or reports `Full`.
+    /// Appends `rec` whole and returns `true`, or returns `false` when there is no room.
     ///
     /// # Safety
     ///
     /// Only one thread, the ring's producer, ever calls `push` on a given ring.
     #[inline]
-    unsafe fn push(&self, rec: &[u8]) -> Pushed {
+    unsafe fn push(&self, rec: &[u8]) -> bool {
         // Relaxed: only this thread (the producer) stores `head`.
         let h = self.head.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of `tail`, so its reads of the bytes
@@ -104,7 +98,7 @@ impl Ring {
         let t = self.tail.load(Ordering::Acquire);
         let used = h.wrapping_sub(t);
         if RING_BYTES - used < rec.len() {
-            return Pushed::Full;
+            return false;
         }
         let at = h & (RING_BYTES - 1);
         let first = rec.len().min(RING_BYTES - at);
@@ -119,33 +113,25 @@ impl Ring {
         // Release: pairs with the consumer's Acquire load of `head`; publishes the bytes above.
         self.head
             .store(h.wrapping_add(rec.len()), Ordering::Release);
-        let half = RING_BYTES / 2;
-        if used < half && used + rec.len() >= half {
-            Pushed::HalfFull
-        } else {
-            Pushed::Yes
-        }
+        true
     }
 
     /// Lets `f` encode one event of at most `MAX_EVENT_LEN` bytes straight into the ring and
-    /// publishes the length it returns. Returns `None`, calling nothing, when there are fewer
+    /// publishes the length it returns. Returns `false`, calling nothing, when there are fewer
     /// than `MAX_EVENT_LEN` free bytes before the end of the buffer (then use `push`).
     ///
     /// # Safety
     ///
     /// As for `push`: only the ring's one producer thread calls it.
     #[inline(always)]
-    unsafe fn push_in_place(
-        &self,
-        f: impl FnOnce(&mut [u8; MAX_EVENT_LEN]) -> usize,
-    ) -> Option<Pushed> {
+    unsafe fn push_in_place(&self, f: impl FnOnce(&mut [u8; MAX_EVENT_LEN]) -> usize) -> bool {
         // Relaxed / Acquire: as in `push`.
         let h = self.head.load(Ordering::Relaxed);
         let t = self.tail.load(Ordering::Acquire);
         let used = h.wrapping_sub(t);
         let at = h & (RING_BYTES - 1);
         if RING_BYTES - used < MAX_EVENT_LEN || RING_BYTES - at < MAX_EVENT_LEN {
-            return None;
+            return false;
         }
         // SAFETY: `[h, h + MAX_EVENT_LEN)` is free (checked above), hence owned by the producer,
         // which we are (our contract); it does not wrap (checked above), so it is one contiguous
@@ -156,12 +142,7 @@ impl Ring {
         let len = f(slot).min(MAX_EVENT_LEN);
         // Release: pairs with the consumer's Acquire load of `head`; publishes the bytes above.
         self.head.store(h.wrapping_add(len), Ordering::Release);
-        let half = RING_BYTES / 2;
-        Some(if used < half && used + len >= half {
-            Pushed::HalfFull
-        } else {
-            Pushed::Yes
-        })
+        true
     }
 
     /// Hands every published byte to `out` (in at most two slices), then frees them.
@@ -262,12 +243,11 @@ impl Inner {
 struct Shared {
     /// Distinguishes recorders in the per-thread state (from 1; 0 means none).
     id: u64,
-    start: Instant,
+    start: Timestamp,
     path: PathBuf,
     inner: Mutex<Inner>,
     closed: AtomicBool,
     flusher: Mutex<Option<JoinHandle<()>>>,
-    flusher_thread: OnceLock<std::thread::Thread>,
 }
 
 impl Shared {
@@ -277,9 +257,10 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Nanoseconds from the recorder's start to `t` (0 for an earlier `t`).
     #[inline]
-    fn nanos(&self, t: Instant) -> u64 {
-        nanos(t.saturating_duration_since(self.start))
+    fn nanos(&self, t: Timestamp) -> u64 {
+        t.as_nanos().saturating_sub(self.start.as_nanos())
     }
 
     fn intern(&self, loc: SourceLocation) -> LocationId {
@@ -305,7 +286,7 @@ impl Shared {
     }
 
     fn finish(&self) -> io::Result<()> {
-        let end = self.nanos(Instant::now());
+        let end = self.nanos(Timestamp::now());
         let mut inner = self.lock();
         if inner.out.is_some() {
             inner.drain_all();
@@ -336,8 +317,6 @@ struct Local {
     owner: u64,
     /// This thread is the ring's only producer.
     ring: Option<Arc<Ring>>,
-    /// The background flusher, woken when the ring passes half full.
-    flusher: Option<std::thread::Thread>,
     /// Location ids by the location's address, for `owner`.
     locs: Option<HashMap<usize, LocationId>>,
 }
@@ -347,7 +326,6 @@ impl Local {
         Local {
             owner: 0,
             ring: None,
-            flusher: None,
             locs: None,
         }
     }
@@ -363,7 +341,6 @@ impl Local {
         shared.lock().rings.push(ring.clone());
         self.owner = shared.id;
         self.ring = Some(ring);
-        self.flusher = shared.flusher_thread.get().cloned();
         self.locs = None;
     }
 
@@ -413,8 +390,10 @@ impl Recorder {
                 format!("cannot create conflict log {}: {e}", path.display()),
             )
         })?;
-        let start = Instant::now();
-        let start_unix_ns = SystemTime::now()
+        let start = Timestamp::now();
+        // The wall clock as the event clock sees it, so that header and record times agree.
+        let start_unix_ns = start
+            .to_system_time()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let mut out = BufWriter::with_capacity(FILE_BUF, file);
@@ -441,7 +420,6 @@ impl Recorder {
             }),
             closed: AtomicBool::new(false),
             flusher: Mutex::new(None),
-            flusher_thread: OnceLock::new(),
         });
         let weak = Arc::downgrade(&shared);
         let handle = std::thread::Builder::new()
@@ -458,7 +436,6 @@ impl Recorder {
                     inner.flush();
                 }
             })?;
-        let _ = shared.flusher_thread.set(handle.thread().clone());
         *shared.flusher.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(Recorder { shared })
     }
@@ -468,8 +445,8 @@ impl Recorder {
         &self.shared.path
     }
 
-    /// The instant that record times count from.
-    pub fn start(&self) -> Instant {
+    /// The moment that record times count from, on stm-core's event clock.
+    pub fn start(&self) -> Timestamp {
         self.shared.start
     }
 
@@ -571,6 +548,48 @@ impl Recorder {
         })
     }
 
+    /// Every event that `push_in_place` did not take: encodes it into a stack buffer and appends
+    /// that to this thread's ring, draining the ring first when it is full.
+    #[cold]
+    #[inline(never)]
+    fn event_slow(&self, e: &Event, local: &mut Local) {
+        let b = match e.kind {
+            EventKind::Start { inevitable } => {
+                EventBuf::start(e.thread, self.shared.nanos(e.time), inevitable)
+            }
+            EventKind::Commit {
+                read_only,
+                duration,
+            } => EventBuf::commit(
+                e.thread,
+                self.shared.nanos(e.time),
+                read_only,
+                nanos(duration),
+            ),
+            _ => {
+                let Some(r) = self.record(e, local) else {
+                    return;
+                };
+                let Some(b) = format::encode_event(&r) else {
+                    return;
+                };
+                b
+            }
+        };
+        let Some(ring) = local.ring.as_ref() else {
+            return;
+        };
+        // SAFETY: `local` is this thread's own state, so this thread is the ring's only producer.
+        if !unsafe { ring.push(b.as_slice()) } {
+            // Drain our own ring (as the consumer, under the mutex), then retry; an empty ring
+            // always has room for one event.
+            self.shared.lock().drain_one(ring);
+            // SAFETY: as above.
+            let pushed = unsafe { ring.push(b.as_slice()) };
+            debug_assert!(pushed);
+        }
+    }
+
     /// The slow path: no usable per-thread state (the thread is being torn down, or the sink was
     /// re-entered). Writes straight to the file, after every buffered record so that this
     /// thread's records stay in order.
@@ -632,54 +651,10 @@ impl EventSink for Recorder {
                             ring.push_in_place(|out| put_commit(out, e.thread, time, read_only, d))
                         }
                     }
-                    _ => None,
+                    _ => false,
                 };
-                let pushed = match fast {
-                    Some(p) => p,
-                    None => {
-                        let b = match e.kind {
-                            EventKind::Start { inevitable } => {
-                                EventBuf::start(e.thread, self.shared.nanos(e.time), inevitable)
-                            }
-                            EventKind::Commit {
-                                read_only,
-                                duration,
-                            } => EventBuf::commit(
-                                e.thread,
-                                self.shared.nanos(e.time),
-                                read_only,
-                                nanos(duration),
-                            ),
-                            _ => {
-                                let Some(r) = self.record(e, &mut local) else {
-                                    return true;
-                                };
-                                let Some(b) = format::encode_event(&r) else {
-                                    return true;
-                                };
-                                b
-                            }
-                        };
-                        let Some(ring) = local.ring.as_ref() else {
-                            return false;
-                        };
-                        // SAFETY: as above.
-                        match unsafe { ring.push(b.as_slice()) } {
-                            Pushed::Full => {
-                                // Drain our own ring (as the consumer, under the mutex), then
-                                // retry; an empty ring always has room for one event.
-                                self.shared.lock().drain_one(ring);
-                                // SAFETY: as above.
-                                unsafe { ring.push(b.as_slice()) }
-                            }
-                            p => p,
-                        }
-                    }
-                };
-                if pushed == Pushed::HalfFull
-                    && let Some(f) = &local.flusher
-                {
-                    f.unpark();
+                if !fast {
+                    self.event_slow(e, &mut local);
                 }
                 true
             })
@@ -797,19 +772,15 @@ mod tests {
                 })
                 .collect()
         };
-        // Fill to the brim with 7-byte records: half full is reported once, then full.
-        let mut half = 0;
+        // Fill to the brim with 7-byte records, until one no longer fits.
         loop {
             let rec = record(7);
             // SAFETY: this test is the only producer.
-            match unsafe { r.push(&rec) } {
-                Pushed::Full => break,
-                Pushed::HalfFull => half += 1,
-                Pushed::Yes => {}
+            if !unsafe { r.push(&rec) } {
+                break;
             }
             expect.extend_from_slice(&rec);
         }
-        assert_eq!(half, 1);
         assert_eq!(expect.len(), RING_BYTES / 7 * 7);
         assert_eq!(drained(&r), expect);
         assert!(r.is_empty());
@@ -825,9 +796,9 @@ mod tests {
                     rec.len()
                 })
             };
-            if fast.is_none() {
+            if !fast {
                 // SAFETY: as above.
-                assert!(unsafe { r.push(&rec) } != Pushed::Full);
+                assert!(unsafe { r.push(&rec) });
             }
             expect.extend_from_slice(&rec);
             if i % 1000 == 999 {

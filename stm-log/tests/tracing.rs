@@ -2,8 +2,8 @@
 #![cfg(feature = "tracing")]
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use stm_core::{AbortCause, Conflict, ConflictKind, Event, EventKind, EventSink};
+use std::time::Duration;
+use stm_core::{AbortCause, Conflict, ConflictKind, Event, EventKind, EventSink, Timestamp};
 use stm_log::{LogReader, Record, Recorder, TracingSink};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record as SpanRecord};
@@ -69,7 +69,7 @@ fn conflicts_become_tracing_events_and_reach_the_next_sink() {
         other: None,
         other_thread: Some(4),
     };
-    let now = Instant::now();
+    let now = Timestamp::now();
     let events = [
         EventKind::Start { inevitable: false },
         EventKind::Abort {
