@@ -254,6 +254,7 @@ impl Runtime {
     /// Gives back a slot taken by `acquire_slot` (its clock keeps its value: stamps of a slot
     /// never repeat, whoever owns it). The mutex orders the old owner's last clock store before
     /// the new owner's first Relaxed load of it.
+    #[cfg_attr(loom, allow(dead_code))] // see `State::drop`
     pub(crate) fn release_slot(&self, slot: u64) {
         if slot != 0 {
             self.free_slots
