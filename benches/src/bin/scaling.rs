@@ -36,7 +36,7 @@ struct Args {
     points: Vec<usize>,
     /// Operations per thread per point (the list and bank rows use a fifth of it: they are
     /// 10x slower per operation).
-    #[arg(long, default_value_t = 500_000)]
+    #[arg(long, default_value_t = 2_000_000)]
     ops: u64,
     /// Repeats per point (the median is kept).
     #[arg(long, default_value_t = 3)]
