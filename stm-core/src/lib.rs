@@ -43,13 +43,13 @@
 //! - [`Tx::retry`]: block until something read changes.
 //! - A panicking body leaves nothing behind: its writes vanish and its locks are released.
 //!
-//! The algorithm (TL2 / TinySTM family) and why each memory ordering suffices are in
-//! `docs/design.md` and in the comments of `tx.rs` and `runtime.rs`.
+//! The algorithm (TL2 / TinySTM family, with one version clock per thread) and why each memory
+//! ordering suffices are in `docs/design.md` and in the comments of `tx.rs` and `runtime.rs`.
 //!
 //! # Modules of the implementation
 //!
-//! `word` (the [`Word`] trait), `tvar` ([`TVar`], [`TBox`]), `runtime` (clock, lock table,
-//! [`Config`]), `tx` (the hot path: [`Tx`], [`atomically`]), `hook` (the event sink the conflict
+//! `word` (the [`Word`] trait), `tvar` ([`TVar`], [`TBox`]), `runtime` (version clocks, lock
+//! table, [`Config`]), `tx` (the hot path: [`Tx`], [`atomically`]), `hook` (the event sink the conflict
 //! log plugs into, and its clock, [`Timestamp`]), `stats` ([`stats()`]), `sync` (the loom shim).
 
 mod error;
