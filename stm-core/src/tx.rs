@@ -76,6 +76,7 @@ use crate::word::{self, Word};
 use core::cell::{Cell, UnsafeCell};
 use core::panic::Location;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
@@ -191,6 +192,35 @@ struct ReadEntry {
     loc: SourceLocation,
 }
 
+/// Hashes word addresses for the write-set index: one multiplication (Fibonacci hashing of the
+/// word number), instead of SipHash, which is built to resist chosen keys, and costs ten times more
+/// per lookup. The keys are addresses of the program's own words, not outside input.
+#[derive(Default, Clone, Copy)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `usize` keys; a plain multiplicative fold, for completeness.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.0 = ((n as u64) >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Word address -> write-set position.
+type AddrMap = HashMap<usize, usize, BuildHasherDefault<AddrHasher>>;
+
 /// Frees a boxed value of a `TBox` write, type-erased.
 type DropFn = unsafe fn(u64);
 
@@ -235,7 +265,7 @@ struct State {
     writes: Vec<WriteEntry>,
     /// One bit per (address >> 3) % 64 of the written words: most reads skip the write-set scan.
     filter: u64,
-    index: Option<HashMap<usize, usize>>,
+    index: Option<AddrMap>,
     held: Vec<Held>,
     after: Vec<Box<dyn FnOnce()>>,
     /// Superseded `TBox` allocations of this attempt (never published), freed when it ends.
@@ -1171,7 +1201,7 @@ impl State {
         self.write_back();
         // Our own slot is known up to our own commit (for the shared slot, the RMW acquired
         // the other sharers' earlier stamps too).
-        self.seen[self.slot as usize] = wv;
+        self.seen[(self.slot & SLOT_MASK) as usize] = wv;
         let mut waiters = false;
         for w in self.writes.iter_mut() {
             if w.owned {
@@ -1218,7 +1248,7 @@ impl State {
             self.write_back();
             // Our locks were taken at encounter time, before this store (see `clocks`).
             let wv = self.rt.next_stamp(self.slot);
-            self.seen[self.slot as usize] = wv;
+            self.seen[(self.slot & SLOT_MASK) as usize] = wv;
             Some(wv)
         } else {
             None
@@ -1537,8 +1567,19 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
                         // start one of its own.
                         drop(active);
                         release(state);
-                        for f in after {
+                        let mut after = after;
+                        for f in after.drain(..) {
                             f();
+                        }
+                        if after.capacity() != 0 {
+                            // SAFETY: no `Tx` and no reference to the state is alive here (the
+                            // transaction has ended; actions that ran transactions of their own
+                            // ended them too, leaving `after` empty). Giving the drained vector
+                            // back keeps its capacity for the next commit with actions.
+                            let slot = unsafe { &mut (*state).after };
+                            if slot.capacity() == 0 {
+                                *slot = after;
+                            }
                         }
                         return Ok(v);
                     }

@@ -479,3 +479,34 @@ fn a_panicking_event_sink_does_not_break_the_runtime() {
     assert_eq!(other.join().unwrap(), 7);
     assert_eq!(v.load(), 2);
 }
+
+#[test]
+fn after_commit_actions_of_nested_transactions_in_actions_all_run() {
+    // The runtime reuses the action list between commits; an action that runs a transaction
+    // with actions of its own must not lose or repeat any of them.
+    let v = TVar::new(0u64);
+    let log = Rc::new(std::cell::RefCell::new(Vec::new()));
+    for round in 0..3u64 {
+        let (l1, l2) = (log.clone(), log.clone());
+        let vr = &v;
+        atomically(|tx| {
+            let (l1, l2) = (l1.clone(), l2.clone());
+            tx.after_commit(move || l1.borrow_mut().push((round, "outer 1")));
+            tx.after_commit(move || {
+                let l3 = l2.clone();
+                atomically(|tx| {
+                    let l4 = l3.clone();
+                    tx.after_commit(move || l4.borrow_mut().push((round, "inner")));
+                    Ok(())
+                });
+                l2.borrow_mut().push((round, "outer 2"));
+            });
+            tx.modify(vr, |x| x + 1).map(drop)
+        });
+    }
+    let expected: Vec<(u64, &str)> = (0..3)
+        .flat_map(|r| [(r, "outer 1"), (r, "inner"), (r, "outer 2")])
+        .collect();
+    assert_eq!(*log.borrow(), expected);
+    assert_eq!(v.load(), 3);
+}
