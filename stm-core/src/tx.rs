@@ -268,6 +268,8 @@ struct State {
     index: Option<AddrMap>,
     held: Vec<Held>,
     after: Vec<Box<dyn FnOnce()>>,
+    /// Where a retrying attempt keeps its read set while it waits (reused between retries).
+    wait_on: Vec<(&'static AtomicU64, u64)>,
     /// Superseded `TBox` allocations of this attempt (never published), freed when it ends.
     garbage: Vec<(u64, DropFn)>,
     #[cfg(not(loom))]
@@ -465,6 +467,7 @@ impl State {
             held: Vec::new(),
             after: Vec::new(),
             garbage: Vec::new(),
+            wait_on: Vec::new(),
             #[cfg(not(loom))]
             guard: None,
             sink: None,
@@ -1325,15 +1328,14 @@ impl State {
     }
 
     /// Blocks until one of the words read by this (rolled-back) attempt changes.
-    fn wait_for_change(&mut self) {
-        let reads = &self.reads;
-        self.rt.commits.wait_until(|| {
-            reads.iter().any(|r| {
+    fn wait_for_change(rt: &Runtime, reads: &[(&'static AtomicU64, u64)]) {
+        rt.commits.wait_until(|| {
+            reads.iter().any(|&(orec, version)| {
                 // SeqCst RMW: either it precedes a committer's lock CAS (which then sees
                 // WAITERS and notifies after releasing), or it follows it and returns the lock
                 // or the new version. Setting the bit again on a later check is harmless.
-                let o = r.orec.fetch_or(WAITERS, Ordering::SeqCst);
-                o & LOCKED != 0 || o & !FLAGS != r.version
+                let o = orec.fetch_or(WAITERS, Ordering::SeqCst);
+                o & LOCKED != 0 || o & !FLAGS != version
             })
         });
     }
@@ -1621,14 +1623,21 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
                         s.emit_abort(AbortCause::Retry);
                         ctx.aborts.set(0);
                         force_inevitable = false;
-                        // Unpin the epoch (and free the attempt's garbage) before sleeping: a
-                        // pinned sleeper would stop all reclamation. The read set stays, so the
-                        // thread stays "in a transaction" here (a `Drop` run now that started
-                        // one would panic as nested rather than clear the read set).
-                        release(state);
-                        let s = tx.st();
-                        s.wait_for_change();
+                        // What to wait on: the read set, copied out of the state (a `Drop` run
+                        // by the release below may run a transaction of its own on it, even one
+                        // that retries).
+                        let mut wait_on = core::mem::take(&mut s.wait_on);
+                        wait_on.clear();
+                        wait_on.extend(s.reads.iter().map(|r| (r.orec, r.version)));
                         s.end();
+                        let rt = s.rt;
+                        // Unpin the epoch (and free the attempt's garbage) before sleeping: a
+                        // pinned sleeper would stop all reclamation. The thread is briefly not
+                        // in a transaction, so a freed value's `Drop` may start one.
+                        release_between_attempts(ctx, state);
+                        State::wait_for_change(rt, &wait_on);
+                        // Keep the vector's capacity for the next retry.
+                        tx.st().wait_on = wait_on;
                         continue;
                     }
                     s.rollback();

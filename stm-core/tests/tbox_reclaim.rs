@@ -208,3 +208,42 @@ fn a_freed_value_may_run_a_transaction_in_its_drop() {
     drop(b);
     collect();
 }
+
+/// A retrying attempt frees its pending values before it sleeps; a value whose `Drop` runs a
+/// transaction is freed there too, and that transaction runs on its own (it used to panic as
+/// nested, because the waiting attempt still counted as running).
+#[test]
+fn a_value_freed_before_a_retry_sleep_may_run_a_transaction_in_its_drop() {
+    let _serial = serial();
+    use stm_core::TVar;
+    static RETRY_DROPS: TVar<u64> = TVar::new(0);
+    static GO: TVar<bool> = TVar::new(false);
+    struct Noisy;
+    impl Drop for Noisy {
+        fn drop(&mut self) {
+            atomically(|tx| tx.modify(&RETRY_DROPS, |d| d + 1).map(drop));
+        }
+    }
+    let b = Arc::new(TBox::new(Noisy));
+    let before = RETRY_DROPS.load();
+    let b2 = b.clone();
+    let waiter = std::thread::spawn(move || {
+        atomically(|tx| {
+            tx.write_box(&b2, Noisy)?;
+            if !tx.read(&GO)? {
+                return tx.retry();
+            }
+            Ok(())
+        });
+    });
+    // The first attempt's pending value is freed before the waiter sleeps: wait for its drop
+    // (or for the waiter to have died), then let it go.
+    while RETRY_DROPS.load() == before && !waiter.is_finished() {
+        std::thread::yield_now();
+    }
+    atomically(|tx| tx.write(&GO, true));
+    waiter.join().expect("the waiter panicked");
+    assert!(RETRY_DROPS.load() > before);
+    drop(b);
+    collect();
+}
