@@ -33,29 +33,8 @@
 //! a FIFO has one end each.
 
 use crate::{TBox, TVar, Tx, TxResult};
-use core::any::Any;
-use core::cell::RefCell;
 use crossbeam_utils::CachePadded;
 use std::sync::Arc;
-
-std::thread_local! {
-    /// An extra reference to every segment created by this thread's transactions, until one of
-    /// them commits. A segment created earlier in a transaction has its cells written by later
-    /// pushes of the same transaction; if the transaction then aborts, the runtime frees its
-    /// pending values, and a segment dropped there would drop `TBox`es that are still in the
-    /// dying write set (the core's `forget_pending` then meets a stale write-set index: see the
-    /// `collections` test `large_cancelled_transactions_leave_nothing_behind`). Holding the
-    /// segments here moves their drop out of the runtime: to the after-commit action of this
-    /// thread's next committing transaction that creates a segment (or to thread exit). A segment
-    /// of an aborted attempt links to nothing published, so it keeps nothing else alive.
-    static NURSERY: RefCell<Vec<Arc<dyn Any + Send + Sync>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Drops the nursery's references (from an after-commit action: outside any transaction).
-fn release_nursery() {
-    let segments = NURSERY.with(|n| core::mem::take(&mut *n.borrow_mut()));
-    drop(segments); // outside the borrow
-}
 
 /// Cells per segment of a [`TQueue`].
 const SEG: usize = 32;
@@ -170,11 +149,6 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
         } else {
             // The last segment is full: start the next one with `value` in its first cell.
             let new = Arc::new(Segment::new(t, Some(value)));
-            NURSERY.with(|n| {
-                n.borrow_mut()
-                    .push(new.clone() as Arc<dyn Any + Send + Sync>)
-            });
-            tx.after_commit(release_nursery);
             tx.write_box(&seg.next, Some(new.clone()))?;
             tx.write_box(&self.back.seg, new)?;
         }
