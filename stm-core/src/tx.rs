@@ -544,6 +544,32 @@ impl State {
         }
     }
 
+    /// Emits `PauseStart` (when a sink is installed) and returns its time.
+    #[cold]
+    fn pause_start(&self, conflict: Conflict) -> Option<Timestamp> {
+        let t0 = self.sink.map(|_| Timestamp::now());
+        if let Some(t0) = t0 {
+            self.emit_at(t0, EventKind::PauseStart { conflict });
+        }
+        t0
+    }
+
+    /// Emits `PauseEnd` for a pause that `pause_start` began at `t0`. Its `paused` is exactly
+    /// the difference of the two events' times, so a log's pause accounting adds up.
+    #[cold]
+    fn pause_end(&self, t0: Option<Timestamp>, conflict: Conflict) {
+        if let Some(t0) = t0 {
+            let t1 = Timestamp::now();
+            self.emit_at(
+                t1,
+                EventKind::PauseEnd {
+                    conflict,
+                    paused: t1.saturating_duration_since(t0),
+                },
+            );
+        }
+    }
+
     /// Records a conflict (with both sides when a sink wants them) and dooms the attempt.
     #[cold]
     fn fail(
@@ -751,15 +777,9 @@ impl State {
             other: None,
             other_thread: Some(owner_of(seen)),
         };
-        let t0 = self.sink.map(|_| Timestamp::now());
-        self.emit(EventKind::PauseStart { conflict });
+        let t0 = self.pause_start(conflict);
         self.rt.wait_orec_change(orec, seen);
-        if let Some(t0) = t0 {
-            self.emit(EventKind::PauseEnd {
-                conflict,
-                paused: t0.elapsed(),
-            });
-        }
+        self.pause_end(t0, conflict);
     }
 
     // ----- write -----
@@ -987,15 +1007,9 @@ impl State {
                         other: None,
                         other_thread: Some(owner),
                     };
-                    let t0 = self.sink.map(|_| Timestamp::now());
-                    self.emit(EventKind::PauseStart { conflict });
+                    let t0 = self.pause_start(conflict);
                     self.rt.wait_token_free(self.id);
-                    if let Some(t0) = t0 {
-                        self.emit(EventKind::PauseEnd {
-                            conflict,
-                            paused: t0.elapsed(),
-                        });
-                    }
+                    self.pause_end(t0, conflict);
                 }
             }
         }

@@ -396,6 +396,73 @@ fn event_durations_are_differences_of_event_times() {
     assert!(Timestamp::ORIGIN.to_instant() == Timestamp::origin());
 }
 
+/// A transaction that meets the inevitable transaction's word pauses: `PauseStart`, then
+/// `PauseEnd` whose `paused` is exactly the difference of the two events' times, both naming the
+/// inevitable thread.
+#[test]
+fn pauses_are_the_differences_of_their_event_times() {
+    use std::sync::atomic::AtomicBool;
+    let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+
+    /// Collects every thread's pause events, and says when the first pause started.
+    struct Pauses(Mutex<Vec<Event>>, AtomicBool);
+    impl EventSink for Pauses {
+        fn event(&self, e: &Event) {
+            if let EventKind::PauseStart { .. } | EventKind::PauseEnd { .. } = e.kind {
+                self.0.lock().unwrap().push(*e);
+                self.1.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    let sink = Arc::new(Pauses(Mutex::new(Vec::new()), AtomicBool::new(false)));
+    set_event_sink(Some(sink.clone()));
+    let v = Arc::new(TVar::new(0u64));
+    let (v2, sink2) = (v.clone(), sink.clone());
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        inevitably(|tx| {
+            tx.write(&*v2, 1).unwrap(); // locks the word until this commits
+            locked_tx.send(stm_core::thread_id()).unwrap();
+            // Hold it until the reader has paused on it.
+            while !sink2.1.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+        });
+    });
+    let holder_id = locked_rx.recv().unwrap();
+    let seen = atomically(|tx| tx.read(&*v));
+    holder.join().unwrap();
+    set_event_sink(None);
+    assert_eq!(seen, 1, "the reader waited for the inevitable commit");
+    let me = stm_core::thread_id();
+    let events: Vec<Event> = sink
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.thread == me)
+        .copied()
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    match (events[0].kind, events[1].kind) {
+        (
+            EventKind::PauseStart { conflict: c0 },
+            EventKind::PauseEnd {
+                conflict: c1,
+                paused,
+            },
+        ) => {
+            assert_eq!(paused, events[1].time - events[0].time);
+            assert_eq!(c0.kind, ConflictKind::Inevitable);
+            assert_eq!(
+                (c0.other_thread, c1.other_thread),
+                (Some(holder_id), Some(holder_id))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn configure_rejects_bad_values() {
     use stm_core::{Config, ConfigError, configure};
