@@ -1,4 +1,6 @@
 //! Single-threaded tests of every public item and every documented error.
+// Real threads and the full API: not built under loom (see `tests/loom.rs` for the models).
+#![cfg(not(loom))]
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -1,6 +1,8 @@
 //! The transactional collections against sequential models: random operation sequences
 //! (proptest), grouped into transactions, some of which are cancelled (their effects must
 //! vanish), and a few deterministic edge cases.
+// Real threads and the full API: not built under loom (see `tests/loom.rs` for the models).
+#![cfg(not(loom))]
 
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -10,6 +10,8 @@
 //! 22, and glibc's per-thread heaps are 64 MiB aligned, so objects allocated by two threads at
 //! the same offset of their heaps share a lock). For the same reason every structure whose
 //! words A or B touch is allocated on the test thread.
+// Real threads and the full API: not built under loom (see `tests/loom.rs` for the models).
+#![cfg(not(loom))]
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};

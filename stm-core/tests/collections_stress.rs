@@ -1,6 +1,8 @@
 //! Concurrent stress tests of the collections: fixed operation counts, 2 to 4 threads,
 //! invariants checked at the end and inside transactions (no lost or duplicated element, FIFO
 //! per producer, exact counts).
+// Real threads and the full API: not built under loom (see `tests/loom.rs` for the models).
+#![cfg(not(loom))]
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! Concurrent stress tests: fixed operation counts, invariants checked at the end and, where
 //! opacity matters, inside the transactions themselves.
+// Real threads and the full API: not built under loom (see `tests/loom.rs` for the models).
+#![cfg(not(loom))]
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -1,6 +1,8 @@
 //! `TBox` reclamation: every value ever installed is freed exactly once. Run under valgrind by
 //! `.ci/run` (memcheck: no errors, nothing definitely lost); the drop counts below check the
 //! same thing without valgrind.
+// Real threads and the full API: not built under loom (see `tests/loom.rs` for the models).
+#![cfg(not(loom))]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
