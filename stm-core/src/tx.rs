@@ -856,13 +856,11 @@ impl State {
         }
     }
 
-    /// Panics when `addr` is on the stack of the running body (between this frame and the frame
-    /// of `execute`): such a variable would be gone when the commit stores into it.
+    /// Panics when `addr` is on the stack of the running body (between the stack pointer and the
+    /// frame of `execute`): such a variable would be gone when the commit stores into it.
     #[inline]
     fn check_not_on_body_stack(&self, addr: usize) {
-        let here = 0u8;
-        let sp = core::ptr::addr_of!(here) as usize;
-        if sp < addr && addr < self.frame {
+        if stack_low() <= addr && addr < self.frame {
             body_stack_write();
         }
     }
@@ -1402,6 +1400,40 @@ fn release_slow(p: *mut State) {
     #[cfg(not(loom))]
     // SAFETY: as above.
     drop(unsafe { (*p).guard.take() });
+}
+
+/// An address at or below every live local of the calling function: the stack pointer, less
+/// the 128-byte red zone that a leaf function may use below it on x86-64 (System V). A local's
+/// address would not do: locals of one frame are laid out in any order, so a `TVar` of the same
+/// frame may sit below it.
+#[inline(always)]
+fn stack_low() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let sp: usize;
+        // SAFETY: copies the stack pointer into a register; touches no memory and no flags.
+        unsafe {
+            core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+        };
+        sp.saturating_sub(128)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let sp: usize;
+        // SAFETY: as above (AArch64 has no red zone in the standard ABI; 128 bytes also covers
+        // Apple's).
+        unsafe {
+            core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+        };
+        sp.saturating_sub(128)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        // Elsewhere, a local of this (inlined) function: an approximation that may miss a
+        // variable laid out below it in the same frame.
+        let here = 0u8;
+        core::ptr::addr_of!(here) as usize
+    }
 }
 
 #[cold]

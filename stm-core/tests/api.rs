@@ -241,6 +241,24 @@ fn writing_a_tvar_on_the_body_stack_panics() {
 }
 
 #[test]
+fn writing_any_tvar_of_a_body_stack_array_panics() {
+    // Every element, wherever the compiler lays the array out relative to the runtime's own
+    // locals in the same frame.
+    for i in [0, 17, 63] {
+        let r = catch_unwind(move || {
+            atomically(|tx| {
+                let local: [TVar<u64>; 64] = core::array::from_fn(|k| TVar::new(k as u64));
+                tx.write(&local[std::hint::black_box(i)], 1)?;
+                Ok(local[i].load())
+            })
+        });
+        let err = r.unwrap_err();
+        let msg = err.downcast_ref::<&str>().copied().unwrap_or_default();
+        assert!(msg.contains("own body's stack"), "element {i}: {msg}");
+    }
+}
+
+#[test]
 fn dropping_a_written_tvar_discards_its_write() {
     let outer = TVar::new(0u8);
     let n = atomically(|tx| {
