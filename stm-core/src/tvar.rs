@@ -66,8 +66,11 @@ impl<T: Word> TVar<T> {
     /// Consumes the variable, returning its value.
     pub fn into_inner(self) -> T {
         let me = core::mem::ManuallyDrop::new(self);
+        // As `Drop` does: a pending write of a running transaction to this word is discarded
+        // (the word is gone when it would commit).
+        crate::tx::forget_pending(&me.word as *const AtomicU64 as usize);
         // SAFETY: `self` is owned, so nobody else accesses the word; same bits argument as `load`.
-        // ManuallyDrop skips `Drop`, which has nothing to free.
+        // ManuallyDrop skips `Drop`, which has nothing else to do.
         unsafe { word::from_bits(me.word.load(Ordering::Relaxed)) }
     }
 

@@ -108,6 +108,15 @@ struct ThreadCtx {
     /// nothing is allocated, copied or dropped per attempt, and spilled read/write sets keep
     /// their capacity. Reached only through raw pointers while `active` is set.
     state: UnsafeCell<Option<State>>,
+    /// `TBox` values that the epoch collector retired while this thread was inside a transaction
+    /// (collection runs inside any `pin()`): their `Drop` may run a transaction, which must not
+    /// start inside another one, so they wait here for the next `release` (or thread exit).
+    #[cfg(not(loom))]
+    late: core::cell::RefCell<Vec<(u64, DropFn)>>,
+    /// An event sink is running, called from inside the body (`State::deliver_in_body`).
+    in_sink: Cell<bool>,
+    /// Addresses that `forget_pending` met while `in_sink`: discarded once the sink returns.
+    forgotten: core::cell::RefCell<Vec<usize>>,
 }
 
 impl ThreadCtx {
@@ -122,6 +131,10 @@ impl ThreadCtx {
             current: Cell::new(core::ptr::null_mut()),
             counters: stats::register(),
             state: UnsafeCell::new(None),
+            #[cfg(not(loom))]
+            late: core::cell::RefCell::new(Vec::new()),
+            in_sink: Cell::new(false),
+            forgotten: core::cell::RefCell::new(Vec::new()),
         }
     }
 }
@@ -129,6 +142,54 @@ impl ThreadCtx {
 impl Drop for ThreadCtx {
     fn drop(&mut self) {
         stats::unregister(&self.counters);
+        #[cfg(not(loom))]
+        for (v, d) in self.late.get_mut().drain(..) {
+            // SAFETY: retired values whose grace period is over (see `drop_retired`); the
+            // thread is exiting, outside any transaction.
+            unsafe { d(v) };
+        }
+    }
+}
+
+/// Frees a `TBox` value retired by a commit, when the epoch says no attempt can still see it.
+/// Runs inside whatever `pin()` collects it: if that is inside a transaction on this thread, the
+/// value waits in `ThreadCtx::late` until the transaction has ended (its `Drop` may run one).
+///
+/// # Safety
+///
+/// `bits` and `d` as for a `DropFn`: an allocation of the type `d` frees, owned by the caller.
+#[cfg(not(loom))]
+unsafe fn drop_retired(bits: u64, d: DropFn) {
+    let queued = CTX
+        .try_with(|c| {
+            if c.active.get() {
+                c.late.borrow_mut().push((bits, d));
+                true
+            } else {
+                false
+            }
+        })
+        .unwrap_or(false);
+    if !queued {
+        // SAFETY: the caller's contract.
+        unsafe { d(bits) };
+    }
+}
+
+/// Frees the values that `drop_retired` queued on this thread (outside any transaction).
+#[cfg(not(loom))]
+fn drop_late() {
+    loop {
+        let late = CTX
+            .try_with(|c| core::mem::take(&mut *c.late.borrow_mut()))
+            .unwrap_or_default();
+        if late.is_empty() {
+            break;
+        }
+        for (v, d) in late {
+            // SAFETY: queued by `drop_retired`, whose caller handed over the allocation.
+            unsafe { d(v) };
+        }
     }
 }
 
@@ -152,13 +213,18 @@ pub fn thread_id() -> u64 {
 /// epoch collection) happen while `current` is null.
 pub(crate) fn forget_pending(addr: usize) {
     let _ = CTX.try_with(|c| {
+        if c.in_sink.get() {
+            // An event sink called by a `State` method, which holds `&mut State`: queue it.
+            c.forgotten.borrow_mut().push(addr);
+            return;
+        }
         let p = c.current.get();
         if !p.is_null() {
             // SAFETY: `current` is non-null only while the body of an attempt runs on this thread
             // and points to its `State`, which lives as long as the thread. Being here, the
             // thread is in user code of that body (a drop), where no `Tx` method holds a
             // reference to the state (`Tx::pin_epoch` holds none while pinning runs
-            // destructors).
+            // destructors; a sink called by a `Tx` method is handled above).
             unsafe { (*p).discard_write(addr) };
         }
     });
@@ -170,9 +236,9 @@ pub(crate) fn pin_running_attempt() {
     let _ = CTX.try_with(|c| {
         let p = c.current.get();
         // SAFETY: as in `forget_pending`: non-null only while a body runs, which is where we
-        // are (user code); the references live for one statement each and none is held while
-        // `pin()` runs deferred destructors.
-        if !p.is_null() && unsafe { (*p).guard.is_none() } {
+        // are (user code, not a sink: a sink has no `Tx` to hand values to); the references
+        // live for one statement each and none is held while `pin()` runs deferred destructors.
+        if !c.in_sink.get() && !p.is_null() && unsafe { (*p).guard.is_none() } {
             let g = crossbeam_epoch::pin();
             // SAFETY: as above.
             unsafe { (*p).guard = Some(g) };
@@ -214,7 +280,9 @@ impl Hasher for AddrHasher {
 
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        // The product's low bits depend only on the key's low bits, and the table picks buckets
+        // by low bits: fold the high half in, or addresses a power of two apart collide.
+        self.0 ^ (self.0 >> 32)
     }
 }
 
@@ -268,6 +336,8 @@ struct State {
     index: Option<AddrMap>,
     held: Vec<Held>,
     after: Vec<Box<dyn FnOnce()>>,
+    /// After-commit actions of attempts that did not commit, dropped by `release`.
+    dropped_actions: Vec<Box<dyn FnOnce()>>,
     /// Where a retrying attempt keeps its read set while it waits (reused between retries).
     wait_on: Vec<(&'static AtomicU64, u64)>,
     /// Superseded `TBox` allocations of this attempt (never published), freed when it ends.
@@ -281,6 +351,9 @@ struct State {
     took_token: bool,
     /// `become_inevitable` failed: run the next attempt inevitable from its start.
     wants_inevitable: bool,
+    /// The body of the attempt is running (`ThreadCtx::current` points here): events raised
+    /// now go through `deliver_in_body`.
+    in_body: bool,
     /// Lowest address of `execute`'s frame: words between the current stack pointer and this
     /// live on the body's own stack.
     frame: usize,
@@ -468,6 +541,7 @@ impl State {
             after: Vec::new(),
             garbage: Vec::new(),
             wait_on: Vec::new(),
+            dropped_actions: Vec::new(),
             #[cfg(not(loom))]
             guard: None,
             sink: None,
@@ -475,6 +549,7 @@ impl State {
             conflict: None,
             took_token: false,
             wants_inevitable: false,
+            in_body: false,
             frame: 0,
         }
     }
@@ -502,6 +577,7 @@ impl State {
         self.doomed = None;
         self.took_token = false;
         self.wants_inevitable = false;
+        self.in_body = false;
         self.frame = frame;
         let sink = sink();
         self.sink = sink;
@@ -520,33 +596,61 @@ impl State {
         debug_assert!(self.writes.iter().all(|w| !w.owned) && self.held.is_empty());
         self.free_pending();
         self.reads.clear();
-        self.after.clear();
+        if !self.after.is_empty() {
+            // Dropping an action runs its captures' `Drop`, which may run a transaction: do it
+            // in `release`, outside this one.
+            self.dropped_actions.append(&mut self.after);
+        }
     }
 
     #[inline]
-    fn emit(&self, kind: EventKind) {
+    fn emit(&mut self, kind: EventKind) {
         if self.sink.is_some() {
             self.emit_at(Timestamp::now(), kind);
         }
     }
 
     #[inline]
-    fn emit_at(&self, time: Timestamp, kind: EventKind) {
+    fn emit_at(&mut self, time: Timestamp, kind: EventKind) {
         if let Some(s) = self.sink {
             let e = Event {
                 thread: self.id,
                 time,
                 kind,
             };
-            // A sink runs inside the runtime (holding the token, locks, pins): a panic there
-            // must not unwind through it. The event is lost instead.
-            let _ = catch_unwind(AssertUnwindSafe(|| s.event(&e)));
+            if self.in_body {
+                self.deliver_in_body(s, &e);
+            } else {
+                // A sink runs inside the runtime (holding the token, locks, pins): a panic there
+                // must not unwind through it. The event is lost instead.
+                let _ = catch_unwind(AssertUnwindSafe(|| s.event(&e)));
+            }
+        }
+    }
+
+    /// Delivers an event raised while the body runs (a pause, the inevitable token taken or
+    /// given back by `become_inevitable`), with `&mut self` alive in the caller: a `TVar` or
+    /// `TBox` that the sink drops must not reach this state through `ThreadCtx::current`
+    /// (`forget_pending`), so its discard is queued and applied here once the sink returns.
+    #[cold]
+    #[inline(never)]
+    fn deliver_in_body(&mut self, s: &'static dyn EventSink, e: &Event) {
+        let _ = CTX.try_with(|c| c.in_sink.set(true));
+        let _ = catch_unwind(AssertUnwindSafe(|| s.event(e)));
+        let forgotten = CTX
+            .try_with(|c| {
+                c.in_sink.set(false);
+                core::mem::take(&mut *c.forgotten.borrow_mut())
+            })
+            .unwrap_or_default();
+        for addr in forgotten {
+            self.discard_write(addr);
         }
     }
 
     /// Emits `PauseStart` (when a sink is installed) and returns its time.
     #[cold]
-    fn pause_start(&self, conflict: Conflict) -> Option<Timestamp> {
+    fn pause_start(&mut self, conflict: Conflict) -> Option<Timestamp> {
         let t0 = self.sink.map(|_| Timestamp::now());
         if let Some(t0) = t0 {
             self.emit_at(t0, EventKind::PauseStart { conflict });
@@ -557,7 +661,7 @@ impl State {
     /// Emits `PauseEnd` for a pause that `pause_start` began at `t0`. Its `paused` is exactly
     /// the difference of the two events' times, so a log's pause accounting adds up.
     #[cold]
-    fn pause_end(&self, t0: Option<Timestamp>, conflict: Conflict) {
+    fn pause_end(&mut self, t0: Option<Timestamp>, conflict: Conflict) {
         if let Some(t0) = t0 {
             let t1 = Timestamp::now();
             self.emit_at(
@@ -1252,7 +1356,9 @@ impl State {
                 // finds our lock or our new value, never `old`. Attempts that may still hold it
                 // pinned before reading it, and the epoch frees it only after they unpin. `d`
                 // frees a `Box<T>` of this very `TBox<T>`'s type.
-                unsafe { g.defer_unchecked(move || d(old)) };
+                // Freed through `drop_retired`, which holds it back while this thread is in a
+                // transaction (collection may run inside this thread's own `pin()`).
+                unsafe { g.defer_unchecked(move || drop_retired(old, d)) };
             }
         }
     }
@@ -1359,7 +1465,9 @@ impl State {
 #[inline]
 fn release(p: *mut State) {
     // SAFETY: as below; a read-only look for the common case of nothing to do.
-    let nothing = unsafe { (*p).garbage.is_empty() && (*p).guard_is_none() };
+    let nothing = unsafe {
+        (*p).garbage.is_empty() && (*p).dropped_actions.is_empty() && (*p).guard_is_none()
+    };
     if !nothing {
         release_slow(p);
     }
@@ -1371,7 +1479,11 @@ fn release(p: *mut State) {
 #[inline]
 fn release_between_attempts(ctx: &ThreadCtx, p: *mut State) {
     ctx.active.set(false);
+    // A transaction run by a freed value's `Drop` starts with its own abort count and must not
+    // reset ours (the progress guarantee counts this transaction's aborts).
+    let aborts = ctx.aborts.replace(0);
     release(p);
+    ctx.aborts.set(aborts);
     ctx.active.set(true);
 }
 
@@ -1397,9 +1509,14 @@ fn release_slow(p: *mut State) {
         // released that one's garbage itself; loop in case anything was added.
         unsafe { (*p).garbage = garbage };
     }
+    // SAFETY: as above.
+    let actions = core::mem::take(unsafe { &mut (*p).dropped_actions });
+    drop(actions);
     #[cfg(not(loom))]
     // SAFETY: as above.
     drop(unsafe { (*p).guard.take() });
+    #[cfg(not(loom))]
+    drop_late();
 }
 
 /// An address at or below every live local of the calling function: the stack pointer, less
@@ -1533,8 +1650,10 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
         let active = Active(ctx);
         let rt = runtime();
         let marker = 0u8;
-        let frame =
-            (core::ptr::addr_of!(marker) as usize).min(body as *const _ as *const u8 as usize);
+        // A local of this never-inlined frame: everything above it outlives the attempt, and the
+        // body's frames are below it. (Not the body closure's address: a closure that captures
+        // nothing may sit at any dangling address.)
+        let frame = core::ptr::addr_of!(marker) as usize;
         // SAFETY: the state lives in this thread's context; `active` (set above, cleared by
         // `Active::drop`) makes this the only `execute` on the thread using it, and nested calls
         // panic before reaching here. It is reached only through this raw pointer (and
@@ -1562,10 +1681,12 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
                 }
             }
             // `current` is set only while user code of the body runs (see `forget_pending`).
+            tx.st().in_body = true;
             ctx.current.set(state);
             let r = catch_unwind(AssertUnwindSafe(|| run_body(body, &mut tx)));
             ctx.current.set(core::ptr::null_mut());
             let s = tx.st();
+            s.in_body = false;
             let r = match r {
                 Ok(r) => r,
                 Err(payload) => {
@@ -1700,7 +1821,7 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
 }
 
 impl State {
-    fn emit_abort(&self, cause: AbortCause) {
+    fn emit_abort(&mut self, cause: AbortCause) {
         if self.sink.is_some() {
             let now = Timestamp::now();
             let lost = self.start.map(|t| now - t).unwrap_or_default();
@@ -1720,7 +1841,7 @@ impl State {
         }
     }
 
-    fn count_abort(&self, ctx: &ThreadCtx, a: Abort) {
+    fn count_abort(&mut self, ctx: &ThreadCtx, a: Abort) {
         let i = match a.cause {
             AbortCause::Conflict(ConflictKind::WriteWrite) => stats::ABORT_WW,
             AbortCause::Conflict(ConflictKind::Inevitable) => stats::ABORT_INEV,

@@ -424,17 +424,22 @@ fn pauses_are_the_differences_of_their_event_times() {
     use std::sync::atomic::AtomicBool;
     let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
 
-    /// Collects every thread's pause events, and says when the first pause started.
-    struct Pauses(Mutex<Vec<Event>>, AtomicBool);
+    /// Collects one thread's pause events (other tests run beside this one), and says when its
+    /// first pause started.
+    struct Pauses(u64, Mutex<Vec<Event>>, AtomicBool);
     impl EventSink for Pauses {
         fn event(&self, e: &Event) {
+            if e.thread != self.0 {
+                return;
+            }
             if let EventKind::PauseStart { .. } | EventKind::PauseEnd { .. } = e.kind {
-                self.0.lock().unwrap().push(*e);
-                self.1.store(true, Ordering::SeqCst);
+                self.1.lock().unwrap().push(*e);
+                self.2.store(true, Ordering::SeqCst);
             }
         }
     }
-    let sink = Arc::new(Pauses(Mutex::new(Vec::new()), AtomicBool::new(false)));
+    let me = stm_core::thread_id();
+    let sink = Arc::new(Pauses(me, Mutex::new(Vec::new()), AtomicBool::new(false)));
     set_event_sink(Some(sink.clone()));
     let v = Arc::new(TVar::new(0u64));
     let (v2, sink2) = (v.clone(), sink.clone());
@@ -444,7 +449,7 @@ fn pauses_are_the_differences_of_their_event_times() {
             tx.write(&*v2, 1).unwrap(); // locks the word until this commits
             locked_tx.send(stm_core::thread_id()).unwrap();
             // Hold it until the reader has paused on it.
-            while !sink2.1.load(Ordering::SeqCst) {
+            while !sink2.2.load(Ordering::SeqCst) {
                 std::thread::yield_now();
             }
         });
@@ -454,15 +459,7 @@ fn pauses_are_the_differences_of_their_event_times() {
     holder.join().unwrap();
     set_event_sink(None);
     assert_eq!(seen, 1, "the reader waited for the inevitable commit");
-    let me = stm_core::thread_id();
-    let events: Vec<Event> = sink
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.thread == me)
-        .copied()
-        .collect();
+    let events: Vec<Event> = sink.1.lock().unwrap().clone();
     assert_eq!(events.len(), 2, "{events:?}");
     match (events[0].kind, events[1].kind) {
         (
@@ -481,6 +478,73 @@ fn pauses_are_the_differences_of_their_event_times() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A sink called while the body runs (here: a pause on the inevitable transaction's word) may
+/// drop a `TVar` that the attempt has written: the write is discarded once the sink returns,
+/// and the commit never stores into the dropped word.
+#[test]
+fn a_sink_may_drop_a_written_tvar_during_a_pause() {
+    use std::sync::atomic::AtomicBool;
+    let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+
+    /// The written `TVar`, dropped in place by the sink (its `Drop` runs, its memory stays, so
+    /// the test can check afterwards that the commit did not store into it).
+    struct Slot(core::cell::UnsafeCell<core::mem::ManuallyDrop<TVar<u64>>>);
+    // SAFETY: (test) the slot is touched by the body (a shared borrow for `write`, before the
+    // pause), then by the sink during the pause, then read after both are done.
+    unsafe impl Sync for Slot {}
+    /// Drops the slot at the first pause of one thread (other tests run beside this one).
+    struct DropOnPause(u64, Arc<Slot>, AtomicBool);
+    impl EventSink for DropOnPause {
+        fn event(&self, e: &Event) {
+            if e.thread != self.0 {
+                return;
+            }
+            if let EventKind::PauseStart { .. } = e.kind
+                && !self.2.swap(true, Ordering::SeqCst)
+            {
+                // SAFETY: (test) dropped once; the body holds no reference across the pause.
+                unsafe { core::mem::ManuallyDrop::drop(&mut *self.1.0.get()) };
+            }
+        }
+    }
+    let slot = Arc::new(Slot(core::cell::UnsafeCell::new(
+        core::mem::ManuallyDrop::new(TVar::new(0)),
+    )));
+    let sink = Arc::new(DropOnPause(
+        stm_core::thread_id(),
+        slot.clone(),
+        AtomicBool::new(false),
+    ));
+    set_event_sink(Some(sink.clone()));
+    let held = Arc::new(TVar::new(0u64));
+    let (held2, sink2) = (held.clone(), sink.clone());
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        inevitably(|tx| {
+            tx.write(&*held2, 1).unwrap();
+            locked_tx.send(()).unwrap();
+            while !sink2.2.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+        });
+    });
+    locked_rx.recv().unwrap();
+    let seen = atomically(|tx| {
+        if !sink.2.load(Ordering::SeqCst) {
+            // SAFETY: (test) not dropped yet; the sink drops it only at the pause below.
+            let t: &TVar<u64> = unsafe { &*slot.0.get() };
+            tx.write(t, 7)?;
+        }
+        tx.read(&*held) // pauses; the sink drops the written TVar
+    });
+    holder.join().unwrap();
+    set_event_sink(None);
+    assert_eq!(seen, 1);
+    // SAFETY: (test) the word's memory is still owned by `slot`; a `TVar` is one `u64`.
+    let bits = unsafe { core::ptr::read(slot.0.get() as *const u64) };
+    assert_eq!(bits, 0, "the commit stored into a dropped TVar");
 }
 
 #[test]

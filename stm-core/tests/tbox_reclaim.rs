@@ -249,3 +249,53 @@ fn a_value_freed_before_a_retry_sleep_may_run_a_transaction_in_its_drop() {
     drop(b);
     collect();
 }
+
+/// Replaced values are freed by the epoch collector, which runs inside any `pin()`, including
+/// the one a transaction makes before it touches a `TBox`. A value whose `Drop` runs a
+/// transaction must then wait until that transaction has ended (it used to panic as nested,
+/// and the panic inside the collector aborted the process).
+#[test]
+fn values_collected_inside_a_transaction_may_run_transactions_in_their_drop() {
+    let _serial = serial();
+    use stm_core::TVar;
+    static COLLECTED: TVar<u64> = TVar::new(0);
+    struct Noisy;
+    impl Drop for Noisy {
+        fn drop(&mut self) {
+            atomically(|tx| tx.modify(&COLLECTED, |d| d + 1).map(drop));
+        }
+    }
+    let b = TBox::new(Noisy);
+    let before = COLLECTED.load();
+    for _ in 0..5_000 {
+        atomically(|tx| tx.write_box(&b, Noisy));
+    }
+    drop(b);
+    collect();
+    // Every replaced value and the last one were dropped, each running its transaction.
+    assert!(COLLECTED.load() >= before + 5_000);
+}
+
+/// The after-commit actions of an attempt that does not commit are dropped, not run; their
+/// captures' `Drop` may run a transaction (it used to panic as nested, dropped inside the
+/// ending attempt).
+#[test]
+fn dropped_after_commit_actions_may_run_transactions_in_their_drop() {
+    let _serial = serial();
+    use stm_core::TVar;
+    static ACTION_DROPS: TVar<u64> = TVar::new(0);
+    struct Noisy;
+    impl Drop for Noisy {
+        fn drop(&mut self) {
+            atomically(|tx| tx.modify(&ACTION_DROPS, |d| d + 1).map(drop));
+        }
+    }
+    let before = ACTION_DROPS.load();
+    let r: Result<(), ()> = try_atomically(|tx| {
+        let n = Noisy;
+        tx.after_commit(move || drop(n));
+        Err(TxError::User(()))
+    });
+    assert!(r.is_err());
+    assert_eq!(ACTION_DROPS.load(), before + 1);
+}
