@@ -1459,6 +1459,22 @@ impl State {
     }
 }
 
+/// Runs a committed transaction's after-commit actions, then gives the emptied list back to the
+/// state to keep its capacity. Out of line: most commits have no actions.
+#[cold]
+#[inline(never)]
+fn run_after_commit(state: *mut State, mut after: Vec<Box<dyn FnOnce()>>) {
+    for f in after.drain(..) {
+        f();
+    }
+    // SAFETY: no `Tx` and no reference to the state is alive here (the transaction has ended;
+    // actions that ran transactions of their own ended them too, leaving `after` empty).
+    let slot = unsafe { &mut (*state).after };
+    if slot.capacity() == 0 {
+        *slot = after;
+    }
+}
+
 /// Frees what the ended attempt left in `garbage` and unpins the epoch, with no reference to
 /// the state alive: the values' `Drop` code may run anything, including `forget_pending` (which
 /// finds `current` null and does nothing) or, through an epoch collection, other frees.
@@ -1726,9 +1742,9 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
                         // Published values now belong to their TBoxes: not freed by `end`.
                         s.writes.clear();
                         let after = if s.after.is_empty() {
-                            Vec::new()
+                            None
                         } else {
-                            core::mem::take(&mut s.after)
+                            Some(core::mem::take(&mut s.after))
                         };
                         s.end();
                         ctx.aborts.set(0);
@@ -1736,19 +1752,8 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
                         // start one of its own.
                         drop(active);
                         release(state);
-                        let mut after = after;
-                        for f in after.drain(..) {
-                            f();
-                        }
-                        if after.capacity() != 0 {
-                            // SAFETY: no `Tx` and no reference to the state is alive here (the
-                            // transaction has ended; actions that ran transactions of their own
-                            // ended them too, leaving `after` empty). Giving the drained vector
-                            // back keeps its capacity for the next commit with actions.
-                            let slot = unsafe { &mut (*state).after };
-                            if slot.capacity() == 0 {
-                                *slot = after;
-                            }
+                        if let Some(after) = after {
+                            run_after_commit(state, after);
                         }
                         return Ok(v);
                     }
