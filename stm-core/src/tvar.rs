@@ -24,6 +24,15 @@ use core::marker::PhantomData;
 /// (the redo log keeps its address): write `TVar`s that live outside the transaction's body, as
 /// every shared variable does. Dropping one inside the body removes its pending write; writing
 /// one that lives on the body's own stack panics.
+///
+/// **Not detected (a known soundness hole):** moving a written `TVar` or [`TBox`] out of the
+/// memory it was written at before the commit: `vec.pop()`, `vec.push()` that reallocates,
+/// `*boxed`, `mem::replace` on a containing struct. A move copies the bytes without running
+/// `Drop`, so the redo log still holds the old address and the commit stores into memory that
+/// may have been freed or reused (for a `TBox`, the replaced value may be freed twice). Closing
+/// this needs a `Tx` that borrows its variables for the whole transaction (`Tx<'env>`), which
+/// would reject the `move` closures that own their variables; see `docs/design.md`. Do not move
+/// or reallocate the containers of variables that a running transaction has written.
 #[repr(transparent)]
 pub struct TVar<T: Word> {
     pub(crate) word: AtomicU64,
@@ -66,8 +75,9 @@ impl<T: Word> TVar<T> {
     /// Consumes the variable, returning its value.
     pub fn into_inner(self) -> T {
         let me = core::mem::ManuallyDrop::new(self);
-        // As `Drop` does: a pending write of a running transaction to this word is discarded
-        // (the word is gone when it would commit).
+        // As `Drop` does: a pending write of a running transaction to this word is discarded.
+        // This only helps when the variable was not moved on its way here (a moved variable has
+        // a new address: the hole described on `TVar`).
         crate::tx::forget_pending(&me.word as *const AtomicU64 as usize);
         // SAFETY: `self` is owned, so nobody else accesses the word; same bits argument as `load`.
         // ManuallyDrop skips `Drop`, which has nothing else to do.

@@ -113,6 +113,8 @@ struct ThreadCtx {
     /// start inside another one, so they wait here for the next `release` (or thread exit).
     #[cfg(not(loom))]
     late: core::cell::RefCell<Vec<(u64, DropFn)>>,
+    /// `late` may be non-empty: `release` must take its slow path.
+    late_pending: Cell<bool>,
     /// An event sink is running, called from inside the body (`State::deliver_in_body`).
     in_sink: Cell<bool>,
     /// Addresses that `forget_pending` met while `in_sink`: discarded once the sink returns.
@@ -133,6 +135,7 @@ impl ThreadCtx {
             state: UnsafeCell::new(None),
             #[cfg(not(loom))]
             late: core::cell::RefCell::new(Vec::new()),
+            late_pending: Cell::new(false),
             in_sink: Cell::new(false),
             forgotten: core::cell::RefCell::new(Vec::new()),
         }
@@ -164,6 +167,7 @@ unsafe fn drop_retired(bits: u64, d: DropFn) {
         .try_with(|c| {
             if c.active.get() {
                 c.late.borrow_mut().push((bits, d));
+                c.late_pending.set(true);
                 true
             } else {
                 false
@@ -181,7 +185,10 @@ unsafe fn drop_retired(bits: u64, d: DropFn) {
 fn drop_late() {
     loop {
         let late = CTX
-            .try_with(|c| core::mem::take(&mut *c.late.borrow_mut()))
+            .try_with(|c| {
+                c.late_pending.set(false);
+                core::mem::take(&mut *c.late.borrow_mut())
+            })
             .unwrap_or_default();
         if late.is_empty() {
             break;
@@ -618,7 +625,14 @@ impl State {
                 time,
                 kind,
             };
-            if self.in_body {
+            if self.in_body
+                || matches!(
+                    kind,
+                    EventKind::PauseStart { .. } | EventKind::PauseEnd { .. }
+                )
+            {
+                // During the body, and at a commit's pauses (the write set is unlocked then, and
+                // the lock loop starts over afterwards), a sink may drop a written variable.
                 self.deliver_in_body(s, &e);
             } else {
                 // A sink runs inside the runtime (holding the token, locks, pins): a panic there
@@ -635,13 +649,20 @@ impl State {
     #[cold]
     #[inline(never)]
     fn deliver_in_body(&mut self, s: &'static dyn EventSink, e: &Event) {
+        /// Clears `in_sink` however the sink's call ends (a panic payload whose own `Drop`
+        /// panics escapes `catch_unwind`).
+        struct InSink;
+        impl Drop for InSink {
+            fn drop(&mut self) {
+                let _ = CTX.try_with(|c| c.in_sink.set(false));
+            }
+        }
         let _ = CTX.try_with(|c| c.in_sink.set(true));
+        let in_sink = InSink;
         let _ = catch_unwind(AssertUnwindSafe(|| s.event(e)));
+        drop(in_sink);
         let forgotten = CTX
-            .try_with(|c| {
-                c.in_sink.set(false);
-                core::mem::take(&mut *c.forgotten.borrow_mut())
-            })
+            .try_with(|c| core::mem::take(&mut *c.forgotten.borrow_mut()))
             .unwrap_or_default();
         for addr in forgotten {
             self.discard_write(addr);
@@ -1479,11 +1500,11 @@ fn run_after_commit(state: *mut State, mut after: Vec<Box<dyn FnOnce()>>) {
 /// the state alive: the values' `Drop` code may run anything, including `forget_pending` (which
 /// finds `current` null and does nothing) or, through an epoch collection, other frees.
 #[inline]
-fn release(p: *mut State) {
+fn release(ctx: &ThreadCtx, p: *mut State) {
     // SAFETY: as below; a read-only look for the common case of nothing to do.
     let nothing = unsafe {
         (*p).garbage.is_empty() && (*p).dropped_actions.is_empty() && (*p).guard_is_none()
-    };
+    } && !ctx.late_pending.get();
     if !nothing {
         release_slow(p);
     }
@@ -1498,13 +1519,20 @@ fn release_between_attempts(ctx: &ThreadCtx, p: *mut State) {
     // A transaction run by a freed value's `Drop` starts with its own abort count and must not
     // reset ours (the progress guarantee counts this transaction's aborts).
     let aborts = ctx.aborts.replace(0);
-    release(p);
+    release(ctx, p);
     ctx.aborts.set(aborts);
     ctx.active.set(true);
 }
 
 #[inline(never)]
 fn release_slow(p: *mut State) {
+    // Unpin first: nothing freed below needs the guard (unpublished values, dropped actions, and
+    // values whose grace period is over), and a panic in one of their `Drop`s must not leave the
+    // epoch pinned.
+    #[cfg(not(loom))]
+    // SAFETY: `p` is this thread's state (see `Tx::st`); the reference lives only for this
+    // statement, and no other reference to the state is alive in the caller.
+    drop(unsafe { (*p).guard.take() });
     loop {
         // SAFETY: `p` is this thread's state (see `Tx::st`); the reference lives only for this
         // statement, and no other reference to the state is alive in the caller.
@@ -1528,9 +1556,6 @@ fn release_slow(p: *mut State) {
     // SAFETY: as above.
     let actions = core::mem::take(unsafe { &mut (*p).dropped_actions });
     drop(actions);
-    #[cfg(not(loom))]
-    // SAFETY: as above.
-    drop(unsafe { (*p).guard.take() });
     #[cfg(not(loom))]
     drop_late();
 }
@@ -1712,7 +1737,7 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
                     s.end();
                     ctx.aborts.set(0);
                     drop(active);
-                    release(state);
+                    release(ctx, state);
                     resume_unwind(payload);
                 }
             };
@@ -1751,7 +1776,7 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
                         // Not in a transaction any more: a value's `Drop` run by `release` may
                         // start one of its own.
                         drop(active);
-                        release(state);
+                        release(ctx, state);
                         if let Some(after) = after {
                             run_after_commit(state, after);
                         }
@@ -1769,7 +1794,7 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
                     s.end();
                     ctx.aborts.set(0);
                     drop(active);
-                    release(state);
+                    release(ctx, state);
                     return Err(e);
                 }
                 Err(TxError::Abort(a)) => {
@@ -1788,7 +1813,7 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
                         if let Some(why) = why {
                             s.end();
                             drop(active);
-                            release(state);
+                            release(ctx, state);
                             panic!("{why}");
                         }
                         ctx.counters.bump(stats::RETRIES);

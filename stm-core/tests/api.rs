@@ -547,6 +547,67 @@ fn a_sink_may_drop_a_written_tvar_during_a_pause() {
     assert_eq!(bits, 0, "the commit stored into a dropped TVar");
 }
 
+/// The same at a commit's pause: the commit finds a word it writes pinned by the inevitable
+/// transaction, unlocks, pauses, and the sink drops another variable it wrote; the commit that
+/// follows must not store into it.
+#[test]
+fn a_sink_may_drop_a_written_tvar_during_a_commit_pause() {
+    use std::sync::atomic::AtomicBool;
+    let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+
+    struct Slot(core::cell::UnsafeCell<core::mem::ManuallyDrop<TVar<u64>>>);
+    // SAFETY: (test) touched by the body before the pause, by the sink during it, and read after.
+    unsafe impl Sync for Slot {}
+    struct DropOnPause(u64, Arc<Slot>, AtomicBool);
+    impl EventSink for DropOnPause {
+        fn event(&self, e: &Event) {
+            if e.thread == self.0
+                && let EventKind::PauseStart { .. } = e.kind
+                && !self.2.swap(true, Ordering::SeqCst)
+            {
+                // SAFETY: (test) dropped once; nothing references it during the pause.
+                unsafe { core::mem::ManuallyDrop::drop(&mut *self.1.0.get()) };
+            }
+        }
+    }
+    let slot = Arc::new(Slot(core::cell::UnsafeCell::new(
+        core::mem::ManuallyDrop::new(TVar::new(0)),
+    )));
+    let sink = Arc::new(DropOnPause(
+        stm_core::thread_id(),
+        slot.clone(),
+        AtomicBool::new(false),
+    ));
+    set_event_sink(Some(sink.clone()));
+    let pinned = Arc::new(TVar::new(0u64));
+    let (pinned2, sink2) = (pinned.clone(), sink.clone());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        inevitably(|tx| {
+            tx.read(&*pinned2).unwrap(); // pins the word: nobody may commit a write to it
+            ready_tx.send(()).unwrap();
+            while !sink2.2.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+        });
+    });
+    ready_rx.recv().unwrap();
+    atomically(|tx| {
+        if !sink.2.load(Ordering::SeqCst) {
+            // SAFETY: (test) not dropped yet; the sink drops it at the commit's pause.
+            let t: &TVar<u64> = unsafe { &*slot.0.get() };
+            tx.write(t, 7)?;
+        }
+        tx.write(&*pinned, 5) // the commit pauses on this one
+    });
+    holder.join().unwrap();
+    set_event_sink(None);
+    assert_eq!(pinned.load(), 5);
+    // SAFETY: (test) the word's memory is still owned by `slot`; a `TVar` is one `u64`.
+    let bits = unsafe { core::ptr::read(slot.0.get() as *const u64) };
+    assert_eq!(bits, 0, "the commit stored into a dropped TVar");
+}
+
 #[test]
 fn configure_rejects_bad_values() {
     use stm_core::{Config, ConfigError, configure};

@@ -299,3 +299,35 @@ fn dropped_after_commit_actions_may_run_transactions_in_their_drop() {
     assert!(r.is_err());
     assert_eq!(ACTION_DROPS.load(), before + 1);
 }
+
+/// Values that the collector queued because it ran inside a transaction (here: inside a body
+/// that pins the epoch itself) are freed when that transaction ends, even when it touched no
+/// `TBox` (they used to wait for a later `TBox` transaction, or for thread exit).
+#[test]
+fn values_collected_inside_a_plain_transaction_are_freed_when_it_ends() {
+    let _serial = serial();
+    use stm_core::TVar;
+    let live = Arc::new(AtomicUsize::new(0));
+    let b = TBox::new(Tracked::new(&live, 0));
+    for i in 0..2_000u64 {
+        atomically(|tx| tx.write_box(&b, Tracked::new(&live, i)));
+    }
+    let plain = TVar::new(0u64);
+    for _ in 0..50 {
+        atomically(|tx| {
+            // Collection runs inside these pins, while the transaction is running.
+            for _ in 0..8 {
+                crossbeam_epoch::pin().flush();
+            }
+            tx.modify(&plain, |x| x + 1).map(drop)
+        });
+    }
+    collect();
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        1,
+        "retired values still queued"
+    );
+    drop(b);
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+}
