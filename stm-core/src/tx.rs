@@ -650,11 +650,17 @@ impl State {
     #[inline(never)]
     fn deliver_in_body(&mut self, s: &'static dyn EventSink, e: &Event) {
         /// Clears `in_sink` however the sink's call ends (a panic payload whose own `Drop`
-        /// panics escapes `catch_unwind`).
+        /// panics escapes `catch_unwind`); when unwinding, also forgets the queued addresses
+        /// (the attempt is being rolled back, and a later one could have a new variable there).
         struct InSink;
         impl Drop for InSink {
             fn drop(&mut self) {
-                let _ = CTX.try_with(|c| c.in_sink.set(false));
+                let _ = CTX.try_with(|c| {
+                    c.in_sink.set(false);
+                    if std::thread::panicking() {
+                        c.forgotten.borrow_mut().clear();
+                    }
+                });
             }
         }
         let _ = CTX.try_with(|c| c.in_sink.set(true));
