@@ -480,43 +480,57 @@ fn pauses_are_the_differences_of_their_event_times() {
     }
 }
 
-/// A sink called while the body runs (here: a pause on the inevitable transaction's word) may
-/// drop a `TVar` that the attempt has written: the write is discarded once the sink returns,
-/// and the commit never stores into the dropped word.
-#[test]
-fn a_sink_may_drop_a_written_tvar_during_a_pause() {
-    use std::sync::atomic::AtomicBool;
-    let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+/// A `TVar` that a sink drops in place (its `Drop` runs, its memory stays), so that a test can
+/// check afterwards that no commit stored into it.
+struct Slot(core::cell::UnsafeCell<core::mem::ManuallyDrop<TVar<u64>>>);
+// SAFETY: (test) a slot is touched by one transaction body (a shared borrow for `write`, before
+// the pause), then by the sink during the pause, then read after both are done.
+unsafe impl Sync for Slot {}
 
-    /// The written `TVar`, dropped in place by the sink (its `Drop` runs, its memory stays, so
-    /// the test can check afterwards that the commit did not store into it).
-    struct Slot(core::cell::UnsafeCell<core::mem::ManuallyDrop<TVar<u64>>>);
-    // SAFETY: (test) the slot is touched by the body (a shared borrow for `write`, before the
-    // pause), then by the sink during the pause, then read after both are done.
-    unsafe impl Sync for Slot {}
-    /// Drops the slot at the first pause of one thread (other tests run beside this one).
-    struct DropOnPause(u64, Arc<Slot>, AtomicBool);
-    impl EventSink for DropOnPause {
-        fn event(&self, e: &Event) {
-            if e.thread != self.0 {
-                return;
-            }
-            if let EventKind::PauseStart { .. } = e.kind
-                && !self.2.swap(true, Ordering::SeqCst)
-            {
-                // SAFETY: (test) dropped once; the body holds no reference across the pause.
-                unsafe { core::mem::ManuallyDrop::drop(&mut *self.1.0.get()) };
-            }
+impl Slot {
+    /// The word's bits, read after the variable was dropped.
+    fn bits(&self) -> u64 {
+        // SAFETY: (test) the memory is still owned by the slot; a `TVar` is one `u64`.
+        unsafe { core::ptr::read(self.0.get() as *const u64) }
+    }
+}
+
+/// Drops its slot at the first pause of one thread (other tests run beside these ones); its
+/// flag says it has.
+struct DropOnPause(u64, Arc<Slot>, std::sync::atomic::AtomicBool);
+impl EventSink for DropOnPause {
+    fn event(&self, e: &Event) {
+        if e.thread == self.0
+            && let EventKind::PauseStart { .. } = e.kind
+            && !self.2.swap(true, Ordering::SeqCst)
+        {
+            // SAFETY: (test) dropped once; the body holds no reference across the pause.
+            unsafe { core::mem::ManuallyDrop::drop(&mut *self.1.0.get()) };
         }
     }
+}
+
+/// A fresh slot, and a sink that drops it at the calling thread's first pause.
+fn drop_on_pause() -> (Arc<Slot>, Arc<DropOnPause>) {
     let slot = Arc::new(Slot(core::cell::UnsafeCell::new(
         core::mem::ManuallyDrop::new(TVar::new(0)),
     )));
     let sink = Arc::new(DropOnPause(
         stm_core::thread_id(),
         slot.clone(),
-        AtomicBool::new(false),
+        std::sync::atomic::AtomicBool::new(false),
     ));
+    (slot, sink)
+}
+
+/// A sink called while the body runs (here: a pause on the inevitable transaction's word) may
+/// drop a `TVar` that the attempt has written: the write is discarded once the sink returns,
+/// and the commit never stores into the dropped word.
+#[test]
+fn a_sink_may_drop_a_written_tvar_during_a_pause() {
+    let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+
+    let (slot, sink) = drop_on_pause();
     set_event_sink(Some(sink.clone()));
     let held = Arc::new(TVar::new(0u64));
     let (held2, sink2) = (held.clone(), sink.clone());
@@ -542,8 +556,7 @@ fn a_sink_may_drop_a_written_tvar_during_a_pause() {
     holder.join().unwrap();
     set_event_sink(None);
     assert_eq!(seen, 1);
-    // SAFETY: (test) the word's memory is still owned by `slot`; a `TVar` is one `u64`.
-    let bits = unsafe { core::ptr::read(slot.0.get() as *const u64) };
+    let bits = slot.bits();
     assert_eq!(bits, 0, "the commit stored into a dropped TVar");
 }
 
@@ -552,32 +565,9 @@ fn a_sink_may_drop_a_written_tvar_during_a_pause() {
 /// follows must not store into it.
 #[test]
 fn a_sink_may_drop_a_written_tvar_during_a_commit_pause() {
-    use std::sync::atomic::AtomicBool;
     let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
 
-    struct Slot(core::cell::UnsafeCell<core::mem::ManuallyDrop<TVar<u64>>>);
-    // SAFETY: (test) touched by the body before the pause, by the sink during it, and read after.
-    unsafe impl Sync for Slot {}
-    struct DropOnPause(u64, Arc<Slot>, AtomicBool);
-    impl EventSink for DropOnPause {
-        fn event(&self, e: &Event) {
-            if e.thread == self.0
-                && let EventKind::PauseStart { .. } = e.kind
-                && !self.2.swap(true, Ordering::SeqCst)
-            {
-                // SAFETY: (test) dropped once; nothing references it during the pause.
-                unsafe { core::mem::ManuallyDrop::drop(&mut *self.1.0.get()) };
-            }
-        }
-    }
-    let slot = Arc::new(Slot(core::cell::UnsafeCell::new(
-        core::mem::ManuallyDrop::new(TVar::new(0)),
-    )));
-    let sink = Arc::new(DropOnPause(
-        stm_core::thread_id(),
-        slot.clone(),
-        AtomicBool::new(false),
-    ));
+    let (slot, sink) = drop_on_pause();
     set_event_sink(Some(sink.clone()));
     let pinned = Arc::new(TVar::new(0u64));
     let (pinned2, sink2) = (pinned.clone(), sink.clone());
@@ -603,8 +593,7 @@ fn a_sink_may_drop_a_written_tvar_during_a_commit_pause() {
     holder.join().unwrap();
     set_event_sink(None);
     assert_eq!(pinned.load(), 5);
-    // SAFETY: (test) the word's memory is still owned by `slot`; a `TVar` is one `u64`.
-    let bits = unsafe { core::ptr::read(slot.0.get() as *const u64) };
+    let bits = slot.bits();
     assert_eq!(bits, 0, "the commit stored into a dropped TVar");
 }
 
