@@ -268,7 +268,7 @@ impl Runtime {
     /// Stored with Release before the commit releases any orec (see `clocks`).
     #[inline]
     pub(crate) fn next_stamp(&self, slot: u64) -> u64 {
-        let c = &self.clocks[slot as usize];
+        let c = &self.clocks[(slot & SLOT_MASK) as usize];
         if slot == 0 {
             // AcqRel: Release as for the exclusive slots; Acquire so that the stamp, as a
             // snapshot of this slot, covers the other sharers' earlier commits (their locks).

@@ -836,8 +836,14 @@ impl State {
     #[cold]
     fn extend(&mut self, slot: u64) -> TxResult<()> {
         let used = self.rt.slots_used().min(SLOTS);
-        let all = used <= self.reads.len().max(4);
-        for s in (0..used).filter(|_| all).chain([slot as usize]) {
+        let slots = if used <= self.reads.len().max(4) {
+            // `slot` is below `used` (the stamp's committer took its slot before committing),
+            // but the count is only a hint: include it whatever it says.
+            0..used.max(slot as usize + 1)
+        } else {
+            slot as usize..slot as usize + 1
+        };
+        for s in slots {
             // Acquire: pairs with the Release store (or RMW) of the commit that stamped `now`;
             // the validation below and every later orec load see the locks of the commits
             // stamped up to `now` (see `Runtime::clocks`).
@@ -1182,6 +1188,8 @@ impl State {
                 if o & PINNED != 0 {
                     continue 'reads;
                 }
+                // AcqRel, as the pin of `read_inevitable`: Acquire pairs with the Release of the
+                // last commit of this orec; the failure load is only retried.
                 if r.orec
                     .compare_exchange(o, o | PINNED, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
@@ -1695,7 +1703,6 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
         }
         ctx.active.set(true);
         let active = Active(ctx);
-        let rt = runtime();
         let marker = 0u8;
         // A local of this never-inlined frame: everything above it outlives the attempt, and the
         // body's frames are below it. (Not the body closure's address: a closure that captures
@@ -1706,7 +1713,10 @@ fn execute<R, E, F: FnMut(&mut Tx) -> Result<R, TxError<E>>>(
         // panic before reaching here. It is reached only through this raw pointer (and
         // `ctx.current`, derived from it) until `execute` returns.
         let state: *mut State =
-            unsafe { &mut *ctx.state.get() }.get_or_insert_with(|| State::new(rt, ctx.id));
+            unsafe { &mut *ctx.state.get() }.get_or_insert_with(|| State::new(runtime(), ctx.id));
+        // The runtime, from the state: `runtime()` (a `OnceLock`) is read once per thread.
+        // SAFETY: as above; a shared read of one field.
+        let rt = unsafe { (*state).rt };
         let mut tx = Tx { s: state };
         let mut force_inevitable = matches!(mode, Mode::Inevitable);
         loop {
