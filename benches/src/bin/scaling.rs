@@ -5,7 +5,9 @@
 //! Each point runs a fixed number of operations per thread (after an unmeasured warm-up of a
 //! tenth of that) and repeats; the median of the repeats is kept. Workloads as in the criterion
 //! suites: intset (256 elements, keys 0..512, 20% updates) for the list, skip list, rb-tree and
-//! hash set over `stm_core` / one `Mutex` / one `RwLock`, and bank (1024 accounts, 20% audits)
+//! hash set over `stm_core` / one `Mutex` / one `RwLock` (and, in the table only, each set's
+//! unsynchronised "floor", [`stm_benches::intset::FloorSet`]: the same cache-line traffic with no
+//! synchronisation, the most any STM could reach on the machine), and bank (1024 accounts, 20% audits)
 //! over `stm_core` / a `Mutex` per account / one global `Mutex`.
 //!
 //! ```text
@@ -20,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use stm_benches::bank::BankWorkload;
-use stm_benches::intset::{IntSetWorkload, all_sets};
+use stm_benches::intset::{IntSetWorkload, all_floors, all_sets};
 use stm_benches::workload::{per_second, run_threads};
 
 /// Throughput against threads for intset and bank, as a table and an SVG chart.
@@ -111,8 +113,13 @@ fn real_main() -> Result<(), String> {
     let mut series = Vec::new();
 
     let w = IntSetWorkload::default();
-    for (name, set) in all_sets(w.range).map_err(|e| e.to_string())? {
-        w.fill(&*set, 1).map_err(|e| e.to_string())?;
+    let mut sets = all_sets(w.range).map_err(|e| e.to_string())?;
+    for (_, set) in &sets {
+        w.fill(&**set, 1).map_err(|e| e.to_string())?;
+    }
+    // The floors (no synchronisation, same cache-line traffic; table only, not charted).
+    sets.extend(all_floors(&w, 1).map_err(|e| e.to_string())?);
+    for (name, set) in sets {
         let (structure, sync) = name.split_once('/').unwrap_or((&name, ""));
         let ops = if structure == "list" {
             args.ops / 5
@@ -249,6 +256,7 @@ fn chart(out: &Path, series: &[Series], max: usize) -> Result<(), Box<dyn std::e
     ] {
         let chosen: Vec<&Series> = series
             .iter()
+            .filter(|s| s.implementation != "floor")
             .filter(|s| {
                 if is_bank {
                     s.workload == "bank"

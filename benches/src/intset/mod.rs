@@ -31,6 +31,7 @@ pub use skiplist::SkipList;
 
 use crate::rng::Rng;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, RwLock};
 use stm_core::{Abort, TVar, Tx, atomically};
 
@@ -331,6 +332,116 @@ impl<S: Structure> ConcurrentSet for RwLockSet<S> {
     }
 }
 
+/// The hardware's floor for a structure's cache-line traffic: no synchronisation at all.
+///
+/// **Not a set.** Each operation runs against a private buffer of its own writes (so the
+/// algorithm sees them, as a transaction would), then stores *the value already there* back
+/// into every word it wrote, with relaxed atomics. The structure never changes, so lookups never
+/// race with a half-done update; but each update still takes every written cache line away from
+/// the other cores, as a committing transaction does. The words are 8 bytes apart, as `TVar`s
+/// are. So this measures what the workload's memory traffic alone costs on the machine: a lower
+/// bound for any STM that updates in place (which adds its lock words and clocks on top), used by
+/// the `scaling` binary's "floor" rows. Its `insert` and `remove` results describe the unchanged
+/// initial set, and [`check`](ConcurrentSet::check) checks the (unchanged) structure.
+pub struct FloorSet<S: Structure> {
+    s: S,
+    range: u32,
+    words: Box<[AtomicU64]>,
+}
+
+impl<S: Structure> FloorSet<S> {
+    /// The floor for the set that `workload.fill(set, seed)` builds: the structure is built
+    /// under a lock, then frozen into the floor's words.
+    pub fn filled(workload: &IntSetWorkload, seed: u64) -> Result<Self, IntSetError> {
+        let built = MutexSet::<S>::new(workload.range)?;
+        workload.fill(&built, seed)?;
+        let words = built.words.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok(FloorSet {
+            s: built.s,
+            range: built.range,
+            words: words
+                .into_iter()
+                .map(|w| AtomicU64::new(w.into()))
+                .collect(),
+        })
+    }
+
+    /// Runs `f` against the words with its writes buffered, then stores back the current value
+    /// of every word it wrote.
+    fn run<R>(&self, f: impl FnOnce(&mut Overlay<'_>) -> Result<R, Abort>) -> R {
+        thread_local! {
+            // The write buffer, reused so that an update allocates nothing (as in the STM).
+            static WRITES: std::cell::Cell<Vec<(usize, u32)>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        let mut writes = WRITES.take();
+        writes.clear();
+        let mut o = Overlay {
+            words: &self.words,
+            writes,
+        };
+        let r = match f(&mut o) {
+            Ok(r) => r,
+            Err(_) => unreachable!("the floor's memory never aborts"),
+        };
+        for &(i, _) in &o.writes {
+            let w = &self.words[i];
+            w.store(w.load(Relaxed), Relaxed);
+        }
+        WRITES.set(o.writes);
+        r
+    }
+}
+
+/// The floor's memory: relaxed atomic words read through a private buffer of writes.
+struct Overlay<'a> {
+    words: &'a [AtomicU64],
+    writes: Vec<(usize, u32)>,
+}
+
+impl Read for Overlay<'_> {
+    #[inline]
+    fn get(&self, i: usize) -> Result<u32, Abort> {
+        if let Some(&(_, v)) = self.writes.iter().rev().find(|(j, _)| *j == i) {
+            return Ok(v);
+        }
+        // Truncation is exact: only `u32`s are stored.
+        Ok(self.words[i].load(Relaxed) as u32)
+    }
+}
+
+impl Write for Overlay<'_> {
+    #[inline]
+    fn set(&mut self, i: usize, v: u32) -> Result<(), Abort> {
+        self.writes.push((i, v));
+        Ok(())
+    }
+}
+
+impl<S: Structure> ConcurrentSet for FloorSet<S> {
+    fn sync_name(&self) -> &'static str {
+        "floor"
+    }
+    fn range(&self) -> u32 {
+        self.range
+    }
+    fn contains(&self, k: u32) -> Result<bool, IntSetError> {
+        key_ok(k, self.range)?;
+        Ok(self.run(|m| self.s.contains(m, k)))
+    }
+    fn insert(&self, k: u32) -> Result<bool, IntSetError> {
+        key_ok(k, self.range)?;
+        Ok(self.run(|m| self.s.insert(m, k)))
+    }
+    fn remove(&self, k: u32) -> Result<bool, IntSetError> {
+        key_ok(k, self.range)?;
+        Ok(self.run(|m| self.s.remove(m, k)))
+    }
+    fn check(&self) -> Result<Vec<u32>, String> {
+        let snap: Vec<u32> = self.words.iter().map(|w| w.load(Relaxed) as u32).collect();
+        self.s.check(&snap)
+    }
+}
+
 /// The intset workload's parameters (TinySTM's defaults: 256 elements, range 512, 20% updates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IntSetWorkload {
@@ -419,6 +530,28 @@ pub fn all_sets(range: u32) -> Result<Vec<NamedSet>, IntSetError> {
     Ok(out)
 }
 
+/// The [`FloorSet`] of every structure, each built as `workload.fill(set, seed)` builds it,
+/// named "structure/floor".
+pub fn all_floors(workload: &IntSetWorkload, seed: u64) -> Result<Vec<NamedSet>, IntSetError> {
+    fn one<S: Structure>(
+        out: &mut Vec<NamedSet>,
+        w: &IntSetWorkload,
+        seed: u64,
+    ) -> Result<(), IntSetError> {
+        out.push((
+            format!("{}/floor", S::NAME),
+            Box::new(FloorSet::<S>::filled(w, seed)?),
+        ));
+        Ok(())
+    }
+    let mut out = Vec::new();
+    one::<List>(&mut out, workload, seed)?;
+    one::<SkipList>(&mut out, workload, seed)?;
+    one::<RbTree>(&mut out, workload, seed)?;
+    one::<HashSet>(&mut out, workload, seed)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,6 +602,41 @@ mod tests {
             for (name, set) in all_sets(range).expect("valid range") {
                 against_model(&*set, &format!("{name} range {range}"));
             }
+        }
+    }
+
+    #[test]
+    fn floors_answer_for_the_frozen_set_and_never_change_it() {
+        let w = IntSetWorkload {
+            range: 128,
+            initial: 64,
+            update_percent: 50,
+        };
+        for (name, floor) in all_floors(&w, 3).expect("valid range") {
+            // The same structure, built the same way, as a real set: the floor's answers are
+            // those of this set before any update.
+            let (structure, _) = name.split_once('/').expect("structure/floor");
+            let (_, real) = all_sets(w.range)
+                .expect("valid range")
+                .into_iter()
+                .find(|(n, _)| n == &format!("{structure}/mutex"))
+                .expect("a mutex set of each structure");
+            w.fill(&*real, 3).expect("keys in range");
+            let keys = real.check().expect("valid");
+            assert_eq!(keys.len(), 64, "{name}");
+            assert_eq!(floor.check(), Ok(keys.clone()), "{name}");
+            run_threads(2, 3_000, 7, |_, rng| {
+                let k = rng.below(w.range);
+                let present = keys.binary_search(&k).is_ok();
+                match rng.below(3) {
+                    0 => assert_eq!(floor.insert(k), Ok(!present), "{name}: insert {k}"),
+                    1 => assert_eq!(floor.remove(k), Ok(present), "{name}: remove {k}"),
+                    _ => assert_eq!(floor.contains(k), Ok(present), "{name}: contains {k}"),
+                }
+            });
+            assert_eq!(floor.check(), Ok(keys), "{name}: the floor changed");
+            assert_eq!(floor.sync_name(), "floor");
+            assert!(floor.insert(w.range).is_err(), "{name}");
         }
     }
 
