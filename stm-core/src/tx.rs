@@ -314,6 +314,21 @@ struct WriteEntry {
     owned: bool,
 }
 
+/// Where a running `or_else` branch started: the lengths of the sets it may grow.
+#[derive(Clone, Copy)]
+struct Branch {
+    writes: usize,
+    after: usize,
+    undo: usize,
+}
+
+/// A write-set entry's value before an `or_else` branch overwrote it.
+struct Undo {
+    index: usize,
+    value: u64,
+    loc: SourceLocation,
+}
+
 /// An orec held by the inevitable transaction: pinned (read) or locked (written).
 struct Held {
     orec: &'static AtomicU64,
@@ -349,6 +364,11 @@ struct State {
     wait_on: Vec<(&'static AtomicU64, u64)>,
     /// Superseded `TBox` allocations of this attempt (never published), freed when it ends.
     garbage: Vec<(u64, DropFn)>,
+    /// The `or_else` branches running, innermost last: where each one started.
+    branches: Vec<Branch>,
+    /// Write-set entries that a running `or_else` branch overwrote, with their values from
+    /// before, oldest first: what undoing the branch restores.
+    undo: Vec<Undo>,
     #[cfg(not(loom))]
     guard: Option<crossbeam_epoch::Guard>,
     sink: Option<&'static dyn EventSink>,
@@ -517,6 +537,67 @@ impl Tx {
         s.doomed = Some(a);
         Err(a)
     }
+
+    /// Runs `first`; if it calls [`retry`](Tx::retry), undoes what it wrote (and the
+    /// after-commit actions it added) and runs `second` instead (Haskell's `orElse`).
+    ///
+    /// If `second` retries too, the whole transaction retries, waking when anything either
+    /// branch read changes. Conflicts are not alternatives: an `Err` from a conflict leaves
+    /// `or_else` at once, like any other operation. Calls nest. The reads of an undone `first`
+    /// stay in the transaction's read set (the choice of `second` depends on them).
+    ///
+    /// Only the transaction's own effects are undone: I/O that an inevitable `first` did
+    /// directly stays done (do I/O in [`after_commit`](Tx::after_commit) actions, which are
+    /// undone with the branch). An inevitable transaction stays inevitable.
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    /// let (a, b) = (TVar::new(0u32), TVar::new(5u32));
+    /// // Take one unit from the first of the two that has one.
+    /// let took_from_b = atomically(|tx| {
+    ///     tx.or_else(
+    ///         |tx| {
+    ///             let x = tx.read(&a)?;
+    ///             if x == 0 {
+    ///                 return tx.retry();
+    ///             }
+    ///             tx.write(&a, x - 1)?;
+    ///             Ok(false)
+    ///         },
+    ///         |tx| {
+    ///             tx.modify(&b, |y| y - 1)?;
+    ///             Ok(true)
+    ///         },
+    ///     )
+    /// });
+    /// assert!(took_from_b);
+    /// assert_eq!((a.load(), b.load()), (0, 4));
+    /// ```
+    pub fn or_else<T>(
+        &mut self,
+        first: impl FnOnce(&mut Tx) -> TxResult<T>,
+        second: impl FnOnce(&mut Tx) -> TxResult<T>,
+    ) -> TxResult<T> {
+        let s = self.st();
+        if let Some(a) = s.doomed {
+            return Err(a);
+        }
+        s.branch_start();
+        let r = first(self);
+        let s = self.st();
+        let retried = matches!(s.doomed, Some(a) if a.cause == AbortCause::Retry);
+        match r {
+            Err(_) if retried => {
+                s.branch_undo();
+                s.doomed = None;
+                second(self)
+            }
+            r => {
+                s.branch_keep();
+                r
+            }
+        }
+    }
 }
 
 #[cfg(not(loom))]
@@ -547,6 +628,8 @@ impl State {
             held: Vec::new(),
             after: Vec::new(),
             garbage: Vec::new(),
+            branches: Vec::new(),
+            undo: Vec::new(),
             wait_on: Vec::new(),
             dropped_actions: Vec::new(),
             #[cfg(not(loom))]
@@ -601,6 +684,7 @@ impl State {
     #[inline]
     fn end(&mut self) {
         debug_assert!(self.writes.iter().all(|w| !w.owned) && self.held.is_empty());
+        debug_assert!(self.branches.is_empty() && self.undo.is_empty());
         self.free_pending();
         self.reads.clear();
         if !self.after.is_empty() {
@@ -943,7 +1027,15 @@ impl State {
             && let Some(i) = self.find_write(addr)
         {
             let w = &mut self.writes[i];
-            if let Some(d) = w.drop_box {
+            if self.branches.last().is_some_and(|b| i < b.writes) {
+                // Written before the running `or_else` branch started: undoing the branch
+                // restores this value (and its allocation, for a `TBox`).
+                self.undo.push(Undo {
+                    index: i,
+                    value: w.value,
+                    loc: w.loc,
+                });
+            } else if let Some(d) = w.drop_box {
                 // The superseded allocation may be borrowed by a `read_box` of this attempt:
                 // free it when the attempt ends, not now.
                 self.garbage.push((w.value, d));
@@ -1009,6 +1101,9 @@ impl State {
         if let Some(i) = self.find_write(addr) {
             let w = self.writes.remove(i);
             debug_assert!(!w.owned);
+            if !self.branches.is_empty() {
+                self.forget_undo_of(i, w.drop_box);
+            }
             if self.inevitable {
                 // Its orec stays locked until the end: harmless, and other words may share it.
             }
@@ -1024,6 +1119,108 @@ impl State {
                         .collect(),
                 );
             }
+        }
+    }
+
+    // ----- or_else -----
+
+    /// Drops the undo records from `from` on, keeping the entries' current values: their
+    /// superseded `TBox` allocations go to `garbage`.
+    fn settle_undo(&mut self, from: usize) {
+        for u in self.undo.drain(from..) {
+            if let Some(d) = self.writes.get(u.index).and_then(|w| w.drop_box) {
+                self.garbage.push((u.value, d));
+            }
+        }
+    }
+
+    /// The write-set entry `i` (whose `TBox` allocations, if any, are freed with `drop_box`)
+    /// was removed: its undo records go (their allocations to `garbage`), and the positions
+    /// after it move down by one.
+    fn forget_undo_of(&mut self, i: usize, drop_box: Option<DropFn>) {
+        let mut k = 0;
+        while k < self.undo.len() {
+            let u = &mut self.undo[k];
+            if u.index == i {
+                if let Some(d) = drop_box {
+                    self.garbage.push((u.value, d));
+                }
+                self.undo.remove(k);
+                for b in &mut self.branches {
+                    if b.undo > k {
+                        b.undo -= 1;
+                    }
+                }
+                continue;
+            }
+            if u.index > i {
+                u.index -= 1;
+            }
+            k += 1;
+        }
+        for b in &mut self.branches {
+            if b.writes > i {
+                b.writes -= 1;
+            }
+        }
+    }
+
+    /// Starts an `or_else` branch.
+    fn branch_start(&mut self) {
+        self.branches.push(Branch {
+            writes: self.writes.len(),
+            after: self.after.len(),
+            undo: self.undo.len(),
+        });
+    }
+
+    /// Ends the innermost branch, keeping what it did.
+    fn branch_keep(&mut self) {
+        if self.branches.pop().is_some() && self.branches.is_empty() {
+            // No branch left to undo: the superseded values are garbage now.
+            self.settle_undo(0);
+        }
+    }
+
+    /// Ends the innermost branch, undoing its writes and after-commit actions. Its reads stay
+    /// in the read set: the choice of the other branch depends on them.
+    fn branch_undo(&mut self) {
+        let Some(b) = self.branches.pop() else {
+            return;
+        };
+        while self.undo.len() > b.undo {
+            let Some(u) = self.undo.pop() else { break };
+            let w = &mut self.writes[u.index];
+            if let Some(d) = w.drop_box {
+                self.garbage.push((w.value, d));
+            }
+            w.value = u.value;
+            w.loc = u.loc;
+        }
+        for w in self.writes.drain(b.writes..) {
+            debug_assert!(!w.owned);
+            if let Some(d) = w.drop_box {
+                self.garbage.push((w.value, d));
+            }
+            // An inevitable attempt keeps the orec locked until it ends: harmless.
+        }
+        // The filter may keep bits of the undone words: a false positive costs only a search.
+        if self.index.is_some() {
+            self.index = (self.writes.len() > INDEX_AFTER).then(|| {
+                self.writes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (w.word as usize, i))
+                    .collect()
+            });
+        }
+        if self.after.len() > b.after {
+            // Dropped in `release`, outside the transaction (captures may run one).
+            let tail = self.after.split_off(b.after);
+            self.dropped_actions.extend(tail);
+        }
+        if self.branches.is_empty() {
+            self.settle_undo(0);
         }
     }
 
@@ -1437,6 +1634,13 @@ impl State {
     /// Undoes an attempt that will not commit: releases locks, pins and the token; frees pending
     /// boxed values.
     fn rollback(&mut self) {
+        if !self.branches.is_empty() {
+            // `or_else` branches that a panic left without ending them (every other way out of
+            // `or_else` ends its branch): their undo records' values are garbage.
+            self.branches.clear();
+            self.settle_undo(0);
+        }
+        debug_assert!(self.undo.is_empty());
         self.unlock_writes();
         if self.inevitable {
             self.release_held(None);

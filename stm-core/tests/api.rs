@@ -711,3 +711,152 @@ fn after_commit_actions_of_nested_transactions_in_actions_all_run() {
     assert_eq!(*log.borrow(), expected);
     assert_eq!(v.load(), 3);
 }
+
+#[test]
+fn or_else_runs_the_second_branch_when_the_first_retries() {
+    let (a, b, c) = (TVar::new(0u32), TVar::new(5u32), TVar::new(1u32));
+    let ran = Rc::new(Cell::new(Vec::<&str>::new()));
+    let r = ran.clone();
+    let took = atomically(|tx| {
+        // Written before the alternative: overwritten by the undone branch, then restored.
+        tx.write(&c, 10)?;
+        tx.or_else(
+            |tx| {
+                tx.write(&c, 20)?;
+                tx.write(&a, 99)?;
+                let r = r.clone();
+                tx.after_commit(move || {
+                    let mut v = r.take();
+                    v.push("first");
+                    r.set(v);
+                });
+                assert_eq!(tx.read(&c)?, 20);
+                if tx.read(&a)? == 99 {
+                    return tx.retry();
+                }
+                Ok("first")
+            },
+            |tx| {
+                // The first branch's writes are gone already.
+                assert_eq!(tx.read(&a)?, 0);
+                assert_eq!(tx.read(&c)?, 10);
+                tx.modify(&b, |y| y - 1)?;
+                let r = r.clone();
+                tx.after_commit(move || {
+                    let mut v = r.take();
+                    v.push("second");
+                    r.set(v);
+                });
+                Ok("second")
+            },
+        )
+    });
+    assert_eq!(took, "second");
+    assert_eq!((a.load(), b.load(), c.load()), (0, 4, 10));
+    assert_eq!(ran.take(), vec!["second"]);
+
+    // A first branch that does not retry is the answer; the second never runs.
+    let r = atomically(|tx| tx.or_else(|tx| tx.modify(&a, |x| x + 1), |_| unreachable!()));
+    assert_eq!((r, a.load()), (1, 1));
+}
+
+#[test]
+fn or_else_nests_and_undoes_each_level() {
+    let v: Vec<TVar<u64>> = (0..40).map(|_| TVar::new(0)).collect();
+    let out = atomically(|tx| {
+        tx.write(&v[0], 1)?;
+        tx.or_else(
+            |tx| {
+                tx.write(&v[0], 2)?;
+                // The inner alternative: its first branch writes enough words to index the
+                // write set, then retries; its second keeps one write.
+                let inner = tx.or_else(
+                    |tx| {
+                        for w in &v {
+                            tx.write(w, 3)?;
+                        }
+                        tx.retry::<u64>()
+                    },
+                    |tx| {
+                        assert_eq!(tx.read(&v[0])?, 2);
+                        assert_eq!(tx.read(&v[39])?, 0);
+                        tx.write(&v[1], 4)?;
+                        Ok(4)
+                    },
+                )?;
+                assert_eq!(inner, 4);
+                // Then the outer first branch retries: v[0] goes back to 1, v[1] to nothing.
+                tx.retry::<u64>()
+            },
+            |tx| {
+                assert_eq!(tx.read(&v[0])?, 1);
+                assert_eq!(tx.read(&v[1])?, 0);
+                for w in &v[30..] {
+                    tx.write(w, 5)?;
+                }
+                Ok(5)
+            },
+        )
+    });
+    assert_eq!(out, 5);
+    let got: Vec<u64> = v.iter().map(TVar::load).collect();
+    let mut want = vec![0; 40];
+    want[0] = 1;
+    for w in &mut want[30..] {
+        *w = 5;
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
+fn or_else_when_both_branches_retry_waits_for_either() {
+    let a = Arc::new(TVar::new(0u32));
+    let b = Arc::new(TVar::new(0u32));
+    let (a2, b2) = (a.clone(), b.clone());
+    let waiter = std::thread::spawn(move || {
+        atomically(|tx| {
+            tx.or_else(
+                |tx| match tx.read(&a2)? {
+                    0 => tx.retry(),
+                    x => Ok(("a", x)),
+                },
+                |tx| match tx.read(&b2)? {
+                    0 => tx.retry(),
+                    x => Ok(("b", x)),
+                },
+            )
+        })
+    });
+    // Only the second branch's word changes: the waiter must wake on it.
+    atomically(|tx| tx.write(&b, 7));
+    assert_eq!(waiter.join().unwrap(), ("b", 7));
+    assert_eq!(a.load(), 0);
+}
+
+#[test]
+fn or_else_undo_survives_a_dropped_written_tvar() {
+    // A heap TVar written before the alternative and dropped inside the undone branch: its
+    // write is discarded, and the undo record of the word after it in the write set must
+    // still restore that word.
+    let keep = TVar::new(0u64);
+    let mut gone = Some(Box::new(TVar::new(0u64)));
+    atomically(|tx| {
+        let g = gone.as_deref().expect("dropped only in the branch below");
+        tx.write(g, 1)?;
+        tx.write(&keep, 1)?;
+        let dropped = &mut gone;
+        tx.or_else(
+            |tx| {
+                tx.write(&keep, 2)?;
+                drop(dropped.take());
+                tx.retry()
+            },
+            |tx| {
+                assert_eq!(tx.read(&keep)?, 1);
+                Ok(())
+            },
+        )
+    });
+    assert!(gone.is_none());
+    assert_eq!(keep.load(), 1);
+}

@@ -264,6 +264,75 @@ fn retry_as_producer_and_consumer() {
     assert_eq!(consumer.join().unwrap(), ITEMS * (ITEMS + 1));
 }
 
+/// The mailbox consumer again, choosing with `or_else`: the first branch takes from mailbox 0
+/// and scribbles on mailbox 1 before it retries, so an undo that leaked would lose or invent
+/// items.
+#[test]
+fn or_else_consumer_takes_every_item_once() {
+    const ITEMS: u64 = 1_500;
+    let slots: Arc<Vec<TVar<u64>>> = Arc::new((0..2).map(|_| TVar::new(0)).collect());
+    let producers: Vec<_> = (0..2)
+        .map(|p| {
+            let slots = slots.clone();
+            thread::spawn(move || {
+                for i in 1..=ITEMS {
+                    atomically(|tx| {
+                        if tx.read(&slots[p])? != 0 {
+                            return tx.retry();
+                        }
+                        tx.write(&slots[p], i)
+                    });
+                }
+            })
+        })
+        .collect();
+    let consumer = {
+        let slots = slots.clone();
+        thread::spawn(move || {
+            let mut last = [0u64; 2];
+            for _ in 0..2 * ITEMS {
+                let (p, v) = atomically(|tx| {
+                    tx.or_else(
+                        |tx| {
+                            // Scribbled on, and undone if this branch retries.
+                            let before = tx.read(&slots[1])?;
+                            tx.write(&slots[1], u64::MAX)?;
+                            match tx.read(&slots[0])? {
+                                0 => tx.retry(),
+                                v => {
+                                    tx.write(&slots[0], 0)?;
+                                    tx.write(&slots[1], before)?;
+                                    Ok((0, v))
+                                }
+                            }
+                        },
+                        |tx| match tx.read(&slots[1])? {
+                            0 => tx.retry(),
+                            v => {
+                                assert_ne!(v, u64::MAX, "the first branch's write leaked");
+                                tx.write(&slots[1], 0)?;
+                                Ok((1, v))
+                            }
+                        },
+                    )
+                });
+                assert_eq!(
+                    v,
+                    last[p] + 1,
+                    "FIFO per producer, no item lost or invented"
+                );
+                last[p] = v;
+            }
+            last
+        })
+    };
+    for p in producers {
+        p.join().unwrap();
+    }
+    assert_eq!(consumer.join().unwrap(), [ITEMS, ITEMS]);
+    assert_eq!((slots[0].load(), slots[1].load()), (0, 0));
+}
+
 #[test]
 fn a_long_reader_finishes_among_hot_writers() {
     const VARS: usize = 512;

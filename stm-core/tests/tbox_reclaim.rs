@@ -331,3 +331,65 @@ fn values_collected_inside_a_plain_transaction_are_freed_when_it_ends() {
     drop(b);
     assert_eq!(live.load(Ordering::SeqCst), 0);
 }
+
+/// `or_else` undoing a branch frees what the branch installed and restores (without freeing)
+/// what it replaced; keeping a branch frees what it replaced; a panic inside a branch frees
+/// both. Each value exactly once.
+#[test]
+fn or_else_branches_free_each_value_once() {
+    let _serial = serial();
+    let live = Arc::new(AtomicUsize::new(0));
+    {
+        let b = TBox::new(Tracked::new(&live, 0));
+        let c = TBox::new(Tracked::new(&live, 0));
+        // Undone branch, then the second branch overwrites the restored value.
+        atomically(|tx| {
+            tx.write_box(&b, Tracked::new(&live, 1))?;
+            tx.or_else(
+                |tx| {
+                    tx.write_box(&b, Tracked::new(&live, 2))?;
+                    tx.write_box(&c, Tracked::new(&live, 3))?;
+                    assert_eq!(tx.read_box(&b)?.payload.len(), 2);
+                    tx.retry()
+                },
+                |tx| {
+                    assert_eq!(tx.read_box(&b)?.payload.len(), 1);
+                    assert_eq!(tx.read_box(&c)?.payload.len(), 0);
+                    tx.write_box(&b, Tracked::new(&live, 4))
+                },
+            )
+        });
+        // Kept branch over a value written before it.
+        atomically(|tx| {
+            tx.write_box(&c, Tracked::new(&live, 5))?;
+            tx.or_else(
+                |tx| tx.write_box(&c, Tracked::new(&live, 6)),
+                |_| unreachable!(),
+            )
+        });
+        // A panic inside a branch, with an undo record outstanding.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            atomically(|tx| {
+                tx.write_box(&b, Tracked::new(&live, 7))?;
+                tx.or_else(
+                    |tx| {
+                        tx.write_box(&b, Tracked::new(&live, 7))?;
+                        panic!("in the branch");
+                    },
+                    |_| Ok(()),
+                )
+            })
+        }));
+        assert!(r.is_err());
+        collect();
+        atomically(|tx| {
+            assert_eq!(tx.read_box(&b)?.payload.len(), 4);
+            assert_eq!(tx.read_box(&c)?.payload.len(), 6);
+            Ok(())
+        });
+        collect();
+        assert_eq!(live.load(Ordering::SeqCst), 2);
+    }
+    collect();
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+}
