@@ -440,8 +440,7 @@ impl Tx {
     #[inline]
     pub fn write<T: Word>(&self, var: &TVar<T>, value: T) -> TxResult<()> {
         let loc = Location::caller();
-        self.st()
-            .write_word(&var.word, word::to_bits(value), loc, None)
+        self.st().write_fast(&var.word, word::to_bits(value), loc)
     }
 
     /// Reads `var`, writes `f(value)` back and returns the new value.
@@ -452,8 +451,7 @@ impl Tx {
         let bits = self.st().read_fast(&var.word, loc)?;
         // SAFETY: as in `read`.
         let new = f(unsafe { word::from_bits::<T>(bits) });
-        self.st()
-            .write_word(&var.word, word::to_bits(new), loc, None)?;
+        self.st().write_fast(&var.word, word::to_bits(new), loc)?;
         Ok(new)
     }
 
@@ -1009,7 +1007,38 @@ impl State {
 
     // ----- write -----
 
-    #[inline]
+    /// The common write, inlined into `Tx::write`: a normal, healthy attempt writing a word it
+    /// has not written yet, with a write set too small to need its index. Everything else goes to
+    /// `write_word`, which does the same for this case.
+    #[inline(always)]
+    fn write_fast(&mut self, word: &AtomicU64, bits: u64, loc: SourceLocation) -> TxResult<()> {
+        let addr = word as *const AtomicU64 as usize;
+        if self.doomed.is_none()
+            && !self.inevitable
+            && self.filter & filter_bit(addr) == 0
+            && self.writes.len() < INDEX_AFTER
+        {
+            // The index is built only past `INDEX_AFTER` writes, so there is none to update.
+            debug_assert!(self.index.is_none());
+            self.check_not_on_body_stack(addr);
+            let (orec, orec_index) = self.rt.orec(addr);
+            self.writes.push(WriteEntry {
+                word,
+                orec,
+                orec_index,
+                value: bits,
+                loc,
+                drop_box: None,
+                prev: 0,
+                owned: false,
+            });
+            self.filter |= filter_bit(addr);
+            return Ok(());
+        }
+        self.write_word(word, bits, loc, None)
+    }
+
+    #[inline(never)]
     fn write_word(
         &mut self,
         word: &AtomicU64,
