@@ -647,7 +647,7 @@ impl State {
     }
 
     /// Starts an attempt: a fresh snapshot. Every set is empty (see `end`).
-    #[inline]
+    #[inline(always)]
     fn begin(&mut self, frame: usize) {
         if !(self.reads.is_empty()
             && self.writes.is_empty()
@@ -683,7 +683,7 @@ impl State {
     /// What the attempt allocated and never published moves to `garbage`; `release` frees it
     /// (and unpins the epoch) once no reference to the state is alive, because freeing runs
     /// user `Drop` code.
-    #[inline]
+    #[inline(always)]
     fn end(&mut self) {
         debug_assert!(self.writes.iter().all(|w| !w.owned) && self.held.is_empty());
         debug_assert!(self.branches.is_empty() && self.undo.is_empty());
