@@ -1611,6 +1611,7 @@ impl State {
 
     /// Stores the redo log into the words (their orecs are locked by us) and retires replaced
     /// boxed values.
+    #[inline(always)]
     fn write_back(&mut self) {
         for w in self.writes.iter_mut() {
             // SAFETY: `w.word` is valid until the attempt ends (see `WriteEntry::word`).
