@@ -945,6 +945,7 @@ impl State {
 
     /// Checks that every read orec still holds the version it was read at (or is locked by this
     /// attempt, which locked it at that version).
+    #[inline(always)]
     fn validate(&mut self) -> TxResult<()> {
         for i in 0..self.reads.len() {
             let r = self.reads[i];
