@@ -115,7 +115,16 @@ fn scaling_writes_its_chart() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
     let series = v.as_array().expect("series");
-    assert_eq!(series.len(), 17, "4 structures x 3 + 3 banks + 2 disjoint");
+    assert_eq!(
+        series.len(),
+        21,
+        "4 structures x (stm, mutex, rwlock, floor) + 3 banks + 2 disjoint"
+    );
+    let floors = series
+        .iter()
+        .filter(|s| s["implementation"] == "floor")
+        .count();
+    assert_eq!(floors, 4, "one floor per structure");
     assert!(
         series
             .iter()
@@ -124,6 +133,7 @@ fn scaling_writes_its_chart() {
     );
     let text = std::fs::read_to_string(&svg).expect("chart written");
     assert!(text.starts_with("<svg") && text.contains("rbtree stm"));
+    assert!(!text.contains("floor"), "floors are in the table only");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
