@@ -1135,6 +1135,21 @@ impl State {
         }
     }
 
+    /// Rebuilds the write-set index after entries were removed. The index exists exactly when
+    /// the write set has more than `INDEX_AFTER` entries (`write_fast` relies on it: below that
+    /// it pushes without updating an index).
+    fn reindex(&mut self) {
+        if self.index.is_some() {
+            self.index = (self.writes.len() > INDEX_AFTER).then(|| {
+                self.writes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (w.word as usize, i))
+                    .collect()
+            });
+        }
+    }
+
     fn discard_write(&mut self, addr: usize) {
         if self.filter & filter_bit(addr) == 0 {
             return;
@@ -1151,15 +1166,7 @@ impl State {
             if let Some(d) = w.drop_box {
                 self.garbage.push((w.value, d));
             }
-            if self.index.is_some() {
-                self.index = Some(
-                    self.writes
-                        .iter()
-                        .enumerate()
-                        .map(|(i, w)| (w.word as usize, i))
-                        .collect(),
-                );
-            }
+            self.reindex();
         }
     }
 
@@ -1246,15 +1253,7 @@ impl State {
             // An inevitable attempt keeps the orec locked until it ends: harmless.
         }
         // The filter may keep bits of the undone words: a false positive costs only a search.
-        if self.index.is_some() {
-            self.index = (self.writes.len() > INDEX_AFTER).then(|| {
-                self.writes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, w)| (w.word as usize, i))
-                    .collect()
-            });
-        }
+        self.reindex();
         if self.after.len() > b.after {
             // Dropped in `release`, outside the transaction (captures may run one).
             let tail = self.after.split_off(b.after);

@@ -860,3 +860,25 @@ fn or_else_undo_survives_a_dropped_written_tvar() {
     assert!(gone.is_none());
     assert_eq!(keep.load(), 1);
 }
+
+#[test]
+fn a_write_after_dropping_written_tvars_from_a_large_write_set_is_read_back() {
+    // 33 writes build the write set's index; dropping two of the written TVars takes it back
+    // under the threshold; a new write must still be found by later reads and writes. The words
+    // are consecutive, so the written ones cover 33 of the 64 bits of the write-set filter and
+    // `arr[0]`'s bit is not among them (its write takes the inlined path).
+    let mut arr: Vec<TVar<u64>> = (0..41).map(|_| TVar::new(0)).collect();
+    let (read_back, again) = atomically(|tx| {
+        for v in &arr[8..] {
+            tx.write(v, 1)?;
+        }
+        arr.truncate(39);
+        tx.write(&arr[0], 7)?;
+        let r = tx.read(&arr[0])?;
+        tx.write(&arr[0], 8)?;
+        Ok((r, tx.read(&arr[0])?))
+    });
+    assert_eq!((read_back, again), (7, 8));
+    assert_eq!(arr[0].load(), 8);
+    assert!(arr[8..].iter().all(|v| v.load() == 1));
+}
