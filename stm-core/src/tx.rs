@@ -312,6 +312,9 @@ struct WriteEntry {
     /// The orec value before this attempt locked it; `owned` when this entry holds the lock.
     prev: u64,
     owned: bool,
+    /// The `or_else` branch that last saved this entry's value in the undo list (0: none), so
+    /// that a branch overwriting a word many times saves its value once.
+    saved_by: u32,
 }
 
 /// Where a running `or_else` branch started: the lengths of the sets it may grow.
@@ -320,6 +323,9 @@ struct Branch {
     writes: usize,
     after: usize,
     undo: usize,
+    /// This branch's number (from 1, unique within the thread's attempts): the write-set
+    /// entries it has saved an undo record for carry it in `WriteEntry::saved_by`.
+    id: u32,
 }
 
 /// A write-set entry's value before an `or_else` branch overwrote it.
@@ -327,6 +333,8 @@ struct Undo {
     index: usize,
     value: u64,
     loc: SourceLocation,
+    /// The entry's `saved_by` before this record.
+    saved_by: u32,
 }
 
 /// An orec held by the inevitable transaction: pinned (read) or locked (written).
@@ -384,6 +392,8 @@ struct State {
     /// Write-set entries that a running `or_else` branch overwrote, with their values from
     /// before, oldest first: what undoing the branch restores.
     undo: Vec<Undo>,
+    /// The last `Branch::id` handed out.
+    branch_ids: u32,
     #[cfg(not(loom))]
     guard: Option<crossbeam_epoch::Guard>,
     start: Option<Timestamp>,
@@ -415,8 +425,9 @@ impl Tx {
         // as the thread, and `execute` builds a `Tx` only while it holds the thread's `active`
         // flag, so no other `Tx` points to it. `Tx` is neither `Send` nor `Sync`, so only this
         // thread uses it. No method keeps this reference across a call into user code (`modify`
-        // reads, lets go, calls `f`, then writes) or across another call of `st()`: each public
-        // method takes it once. `forget_pending` also reaches the state, only from user code.
+        // reads, lets go, calls `f`, then writes; `or_else` lets go before each branch) or across
+        // another call of `st()`: a method that calls `st()` more than once uses each reference
+        // only until the next call. `forget_pending` also reaches the state, only from user code.
         unsafe { &mut *self.s }
     }
 
@@ -469,7 +480,8 @@ impl Tx {
         // attempt (freed only when the attempt ends, after the body and so after 'a), or a
         // published one, which is retired through the epoch that this attempt pinned before
         // loading it and stays pinned until the attempt ends; `TBox::drop` needs `&mut`, which
-        // the borrow 'a of `b` excludes.
+        // the borrow 'a of `b` excludes. (A pending allocation replaced or undone by an
+        // `or_else` branch goes to `garbage` too, freed only after the body.)
         Ok(unsafe { &*(bits as usize as *const T) })
     }
 
@@ -585,7 +597,20 @@ impl Tx {
             return Err(a);
         }
         s.branch_start();
+        /// Ends the branch if `first` unwinds: a body may catch the panic and go on, and the
+        /// branch's writes must not outlive it (nor its records reach later transactions).
+        struct Unwinding(*mut State);
+        impl Drop for Unwinding {
+            fn drop(&mut self) {
+                // SAFETY: runs only while unwinding out of `first` (it is forgotten otherwise),
+                // when every frame that held a reference to the state has been left; `self.0`
+                // is this thread's state, alive as long as the thread (see `Tx::st`).
+                unsafe { (*self.0).branch_undo() };
+            }
+        }
+        let unwinding = Unwinding(self.s);
         let r = first(self);
+        core::mem::forget(unwinding);
         let s = self.st();
         let retried = matches!(s.doomed, Some(a) if a.cause == AbortCause::Retry);
         match r {
@@ -632,6 +657,7 @@ impl State {
             garbage: Vec::new(),
             branches: Vec::new(),
             undo: Vec::new(),
+            branch_ids: 0,
             wait_on: Vec::new(),
             dropped_actions: Vec::new(),
             #[cfg(not(loom))]
@@ -1019,7 +1045,9 @@ impl State {
             && self.filter & filter_bit(addr) == 0
             && self.writes.len() < INDEX_AFTER
         {
-            // The index is built only past `INDEX_AFTER` writes, so there is none to update.
+            // The index exists exactly when the set is past `INDEX_AFTER` entries (`write_word`
+            // builds it, `reindex` drops it when removals take the set back under), so there is
+            // none to update.
             debug_assert!(self.index.is_none());
             self.check_not_on_body_stack(addr);
             let (orec, orec_index) = self.rt.orec(addr);
@@ -1032,6 +1060,7 @@ impl State {
                 drop_box: None,
                 prev: 0,
                 owned: false,
+                saved_by: 0,
             });
             self.filter |= filter_bit(addr);
             return Ok(());
@@ -1079,6 +1108,7 @@ impl State {
             drop_box,
             prev: 0,
             owned: false,
+            saved_by: 0,
         });
         self.filter |= filter_bit(addr);
         let n = self.writes.len();
@@ -1101,15 +1131,19 @@ impl State {
     #[inline(never)]
     fn overwrite(&mut self, i: usize, bits: u64, loc: SourceLocation) {
         let w = &mut self.writes[i];
-        if self.branches.last().is_some_and(|b| i < b.writes) {
-            // Written before the running `or_else` branch started: undoing the branch
-            // restores this value (and its allocation, for a `TBox`).
+        let branch = self.branches.last().filter(|b| i < b.writes);
+        if let Some(b) = branch.filter(|b| w.saved_by != b.id) {
+            // Written before the running `or_else` branch started, and not saved by it yet:
+            // undoing the branch restores this value (and its allocation, for a `TBox`).
             self.undo.push(Undo {
                 index: i,
                 value: w.value,
                 loc: w.loc,
+                saved_by: w.saved_by,
             });
+            w.saved_by = b.id;
         } else if let Some(d) = w.drop_box {
+            // (Also a value this branch wrote over its saved one: the branch made it.)
             // The superseded allocation may be borrowed by a `read_box` of this attempt:
             // free it when the attempt ends, not now.
             self.garbage.push((w.value, d));
@@ -1215,10 +1249,12 @@ impl State {
 
     /// Starts an `or_else` branch.
     fn branch_start(&mut self) {
+        self.branch_ids = self.branch_ids.wrapping_add(1).max(1);
         self.branches.push(Branch {
             writes: self.writes.len(),
             after: self.after.len(),
             undo: self.undo.len(),
+            id: self.branch_ids,
         });
     }
 
@@ -1244,6 +1280,7 @@ impl State {
             }
             w.value = u.value;
             w.loc = u.loc;
+            w.saved_by = u.saved_by;
         }
         for w in self.writes.drain(b.writes..) {
             debug_assert!(!w.owned);

@@ -882,3 +882,24 @@ fn a_write_after_dropping_written_tvars_from_a_large_write_set_is_read_back() {
     assert_eq!(arr[0].load(), 8);
     assert!(arr[8..].iter().all(|v| v.load() == 1));
 }
+
+#[test]
+fn or_else_restores_a_word_the_branch_overwrote_many_times() {
+    let v = TVar::new(0u64);
+    let w = atomically(|tx| {
+        tx.write(&v, 1)?;
+        tx.or_else(
+            |tx| {
+                for i in 2..100 {
+                    tx.write(&v, i)?;
+                }
+                // A nested branch that keeps its overwrites, inside the one that is undone.
+                tx.or_else(|tx| tx.write(&v, 500), |_| unreachable!())?;
+                tx.write(&v, 600)?;
+                tx.retry::<u64>()
+            },
+            |tx| tx.read(&v),
+        )
+    });
+    assert_eq!((w, v.load()), (1, 1));
+}

@@ -393,3 +393,52 @@ fn or_else_branches_free_each_value_once() {
     collect();
     assert_eq!(live.load(Ordering::SeqCst), 0);
 }
+
+/// A panic out of an `or_else` branch that the body catches ends the branch there: its writes
+/// are undone and nothing of it reaches the thread's later transactions (it used to stay open:
+/// the value it replaced leaked, and a later rollback freed that value with another type's drop
+/// function).
+#[test]
+fn a_caught_panic_in_an_or_else_branch_ends_the_branch() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let _serial = serial();
+    let live = Arc::new(AtomicUsize::new(0));
+    {
+        let b = TBox::new(Tracked::new(&live, 0));
+        let s = TBox::new(String::from("x"));
+        atomically(|tx| {
+            tx.write_box(&b, Tracked::new(&live, 1))?;
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                tx.or_else(
+                    |tx| {
+                        tx.write_box(&b, Tracked::new(&live, 2))?;
+                        tx.write_box(&b, Tracked::new(&live, 3))?;
+                        panic!("caught by the body");
+                    },
+                    |_| Ok(()),
+                )
+            }));
+            assert!(r.is_err());
+            // The branch's writes are gone: the value from before it is back.
+            assert_eq!(tx.read_box(&b)?.payload.len(), 1);
+            Ok(())
+        });
+        // The next transaction on this thread starts clean, and its rollback frees only its own.
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            atomically(|tx| {
+                tx.write_box(&s, String::from("y"))?;
+                tx.write_box(&s, String::from("z"))?;
+                if tx.read_box(&s)?.len() == 1 {
+                    panic!("rolled back");
+                }
+                Ok(())
+            })
+        }));
+        assert!(r.is_err());
+        collect();
+        assert_eq!(live.load(Ordering::SeqCst), 1);
+        assert_eq!(s.load(), "x");
+    }
+    collect();
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+}
