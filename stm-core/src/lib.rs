@@ -40,7 +40,8 @@
 //! - [`inevitably`] / [`Tx::become_inevitable`]: irrevocable transactions for side effects, one
 //!   at a time, while the others keep committing unless they touch its words.
 //! - [`Tx::after_commit`]: actions that run once, after a successful commit only.
-//! - [`Tx::retry`]: block until something read changes.
+//! - [`Tx::retry`]: block until something read changes; [`Tx::or_else`]: try an alternative
+//!   when the first choice retries.
 //! - A panicking body leaves nothing behind: its writes vanish and its locks are released.
 //!
 //! The algorithm (TL2 / TinySTM family, with one version clock per thread) and why each memory
