@@ -1051,21 +1051,35 @@ impl State {
             debug_assert!(self.index.is_none());
             self.check_not_on_body_stack(addr);
             let (orec, orec_index) = self.rt.orec(addr);
-            self.writes.push(WriteEntry {
-                word,
-                orec,
-                orec_index,
-                value: bits,
-                loc,
-                drop_box: None,
-                prev: 0,
-                owned: false,
-                saved_by: 0,
-            });
-            self.filter |= filter_bit(addr);
+            self.push_write(word, orec, orec_index, bits, loc, None);
             return Ok(());
         }
         self.write_word(word, bits, loc, None)
+    }
+
+    /// Appends a write-set entry for a word not in the set (the index is the caller's part).
+    #[inline(always)]
+    fn push_write(
+        &mut self,
+        word: &AtomicU64,
+        orec: &'static AtomicU64,
+        orec_index: usize,
+        bits: u64,
+        loc: SourceLocation,
+        drop_box: Option<DropFn>,
+    ) {
+        self.writes.push(WriteEntry {
+            word,
+            orec,
+            orec_index,
+            value: bits,
+            loc,
+            drop_box,
+            prev: 0,
+            owned: false,
+            saved_by: 0,
+        });
+        self.filter |= filter_bit(word as *const AtomicU64 as usize);
     }
 
     #[inline(never)]
@@ -1099,18 +1113,7 @@ impl State {
                 self.note_writer(orec_index, loc);
             }
         }
-        self.writes.push(WriteEntry {
-            word,
-            orec,
-            orec_index,
-            value: bits,
-            loc,
-            drop_box,
-            prev: 0,
-            owned: false,
-            saved_by: 0,
-        });
-        self.filter |= filter_bit(addr);
+        self.push_write(word, orec, orec_index, bits, loc, drop_box);
         let n = self.writes.len();
         if let Some(ix) = &mut self.index {
             ix.insert(addr, n - 1);

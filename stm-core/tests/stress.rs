@@ -215,16 +215,14 @@ fn after_commit_and_inevitable_bodies_run_exactly_once_under_contention() {
     );
 }
 
-#[test]
-fn retry_as_producer_and_consumer() {
-    const ITEMS: u64 = 2_000;
-    // A one-slot mailbox per producer: 0 = empty.
-    let slots: Arc<Vec<TVar<u64>>> = Arc::new((0..2).map(|_| TVar::new(0)).collect());
-    let producers: Vec<_> = (0..2)
+/// One thread per mailbox of `slots` (0 = empty), each putting 1..=items into its mailbox,
+/// waiting with `retry` while it is full.
+fn mailbox_producers(slots: &Arc<Vec<TVar<u64>>>, items: u64) -> Vec<thread::JoinHandle<()>> {
+    (0..slots.len())
         .map(|p| {
             let slots = slots.clone();
             thread::spawn(move || {
-                for i in 1..=ITEMS {
+                for i in 1..=items {
                     atomically(|tx| {
                         if tx.read(&slots[p])? != 0 {
                             return tx.retry();
@@ -234,7 +232,15 @@ fn retry_as_producer_and_consumer() {
                 }
             })
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn retry_as_producer_and_consumer() {
+    const ITEMS: u64 = 2_000;
+    // A one-slot mailbox per producer: 0 = empty.
+    let slots: Arc<Vec<TVar<u64>>> = Arc::new((0..2).map(|_| TVar::new(0)).collect());
+    let producers = mailbox_producers(&slots, ITEMS);
     let consumer = {
         let slots = slots.clone();
         thread::spawn(move || {
@@ -271,21 +277,7 @@ fn retry_as_producer_and_consumer() {
 fn or_else_consumer_takes_every_item_once() {
     const ITEMS: u64 = 1_500;
     let slots: Arc<Vec<TVar<u64>>> = Arc::new((0..2).map(|_| TVar::new(0)).collect());
-    let producers: Vec<_> = (0..2)
-        .map(|p| {
-            let slots = slots.clone();
-            thread::spawn(move || {
-                for i in 1..=ITEMS {
-                    atomically(|tx| {
-                        if tx.read(&slots[p])? != 0 {
-                            return tx.retry();
-                        }
-                        tx.write(&slots[p], i)
-                    });
-                }
-            })
-        })
-        .collect();
+    let producers = mailbox_producers(&slots, ITEMS);
     let consumer = {
         let slots = slots.clone();
         thread::spawn(move || {
