@@ -903,3 +903,33 @@ fn or_else_restores_a_word_the_branch_overwrote_many_times() {
     });
     assert_eq!((w, v.load()), (1, 1));
 }
+
+#[test]
+fn or_else_in_an_inevitable_transaction_undoes_the_first_branch() {
+    let (a, b) = (TVar::new(0u64), TVar::new(0u64));
+    let ran = Rc::new(Cell::new(0u32));
+    let r = ran.clone();
+    let took = inevitably(|tx| {
+        assert!(tx.is_inevitable());
+        tx.or_else(
+            |tx| {
+                tx.write(&a, 1)?;
+                let r = r.clone();
+                tx.after_commit(move || r.set(r.get() + 1));
+                tx.retry()
+            },
+            |tx| {
+                assert_eq!(tx.read(&a)?, 0);
+                tx.write(&b, 2)?;
+                Ok("second")
+            },
+        )
+        .expect("an inevitable transaction is never doomed")
+    });
+    assert_eq!(took, "second");
+    assert_eq!((a.load(), b.load(), ran.get()), (0, 2, 0));
+    // The locks the undone branch took stay until the end and are released: a later
+    // transaction writes the same word.
+    atomically(|tx| tx.write(&a, 3));
+    assert_eq!(a.load(), 3);
+}
