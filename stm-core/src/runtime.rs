@@ -2,7 +2,7 @@
 //!
 //! # Versioned locks (orecs)
 //!
-//! Every word maps to one orec, `table[(address >> 3) & mask]`. An orec is one `AtomicU64`:
+//! Every word maps to one orec, `table[(w ^ (w >> bits)) & mask]` with `w = address >> 3`. An orec is one `AtomicU64`:
 //!
 //! ```text
 //! unlocked: stamp << 3 | PINNED? | WAITERS?            (bit 0 clear)

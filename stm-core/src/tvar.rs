@@ -119,8 +119,9 @@ pub(crate) fn load_word(word: &AtomicU64) -> u64 {
     let (orec, _) = rt.orec(word as *const AtomicU64 as usize);
     let mut spin = Spin::new();
     loop {
-        // Acquire on both orec loads and on the word load: pairs with a committer's Release
-        // stores of the word and of the orec (see `tx.rs`).
+        // The orec loads (SeqCst for the first, through `Spin::load`; Acquire for the second) and
+        // the word load (Acquire) pair with a committer's Release stores of the word and of the
+        // orec (see `tx.rs`).
         let o1 = spin.load(orec);
         if o1 & LOCKED != 0 {
             if o1 & PINNED != 0 && owner_of(o1) == crate::tx::thread_id() {

@@ -487,8 +487,9 @@ impl Recorder {
             kind: c.kind,
             this: local.loc_id(&self.shared, c.this),
             other: local.loc_id(&self.shared, c.other),
-            // A thread never conflicts with itself: stm-core names the validating thread when
-            // the word's lock is its own commit-time lock (the real writer is unknown then).
+            // A thread never conflicts with itself. stm-core no longer names the validating thread
+            // for a word under its own commit-time lock (it takes the previous writer from the
+            // side table); the filter stays as a safeguard.
             other_thread: c.other_thread.filter(|&t| t != thread),
         };
         Some(match e.kind {

@@ -6,9 +6,9 @@
 //!   transactions on `workers` workers. A connection's handler reads what is available, parses
 //!   and computes the responses *outside* the shared state (kept in the connection, so an
 //!   attempt that runs again does not redo the prime search), then updates the shared state in
-//!   transactional variables (a request counter, the start-time stamp of the last request like
-//!   Tornado's `_start_time`, and per-path hit counts in a `TBox<BTreeMap>`), and writes the
-//!   responses in `after_commit`.
+//!   transactional variables (a sharded request counter, `TCounter`; the start-time stamp of
+//!   the last request like Tornado's `_start_time`; per-path hit counters in a
+//!   `TMap<String, Arc<TCounter>>`), and writes the responses in `after_commit`.
 //! - [`ServerMode::Serial`]: the same server on a plain single-threaded mio loop with no STM at
 //!   all, the honest baseline (plain PyPy in the article's table).
 //!
