@@ -106,11 +106,16 @@ pub trait EventSink: Send + Sync + 'static {
 // loaded with Acquire by `sink()`: the pair publishes the leaked box's contents.
 static SINK: AtomicPtr<Arc<dyn EventSink>> = AtomicPtr::new(core::ptr::null_mut());
 
+// The boxes of replaced sinks (their addresses), kept so that they stay reachable: never freed
+// (see `set_event_sink`), but not lost either, for leak checkers such as valgrind's.
+static REPLACED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
 /// Installs `sink` (or, with `None`, removes the current one) for every thread.
 ///
 /// Events of an attempt already running keep going to the sink it started with. The small box
-/// that holds each installed sink is never freed, so that a thread still delivering to a replaced
-/// sink stays safe; install sinks rarely (once per log, not per transaction).
+/// that holds each installed sink is never freed (it stays reachable, so leak checkers do not
+/// report it), so that a thread still delivering to a replaced sink stays safe; install sinks
+/// rarely (once per log, not per transaction).
 ///
 /// ```
 /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
@@ -139,9 +144,16 @@ pub fn set_event_sink(sink: Option<Arc<dyn EventSink>>) {
         // Calibrate the event clock now, not inside the first transaction that reports.
         Timestamp::now();
     }
-    // Release pairs with the Acquire in `sink()`, so readers see the box's contents. The old box
-    // is leaked on purpose (see above).
-    SINK.store(new, Ordering::Release);
+    // Release pairs with the Acquire in `sink()`, so readers see the box's contents. (Acquire
+    // is not needed on the old value: only its address is kept.) The old box is leaked on
+    // purpose (see above), and remembered.
+    let old = SINK.swap(new, Ordering::Release);
+    if !old.is_null() {
+        REPLACED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(old as usize);
+    }
 }
 
 /// Whether a sink is installed now.
