@@ -1209,10 +1209,10 @@ impl State {
 
     // ----- or_else -----
 
-    /// Drops the undo records from `from` on, keeping the entries' current values: their
-    /// superseded `TBox` allocations go to `garbage`.
-    fn settle_undo(&mut self, from: usize) {
-        for u in self.undo.drain(from..) {
+    /// Drops every undo record (when the last branch ends, keeping what it did): the entries keep
+    /// their current values, and the superseded `TBox` allocations go to `garbage`.
+    fn settle_undo(&mut self) {
+        for u in self.undo.drain(..) {
             if let Some(d) = self.writes.get(u.index).and_then(|w| w.drop_box) {
                 self.garbage.push((u.value, d));
             }
@@ -1265,7 +1265,7 @@ impl State {
     fn branch_keep(&mut self) {
         if self.branches.pop().is_some() && self.branches.is_empty() {
             // No branch left to undo: the superseded values are garbage now.
-            self.settle_undo(0);
+            self.settle_undo();
         }
     }
 
@@ -1294,14 +1294,11 @@ impl State {
         }
         // The filter may keep bits of the undone words: a false positive costs only a search.
         self.reindex();
-        if self.after.len() > b.after {
-            // Dropped in `release`, outside the transaction (captures may run one).
-            let tail = self.after.split_off(b.after);
-            self.dropped_actions.extend(tail);
-        }
-        if self.branches.is_empty() {
-            self.settle_undo(0);
-        }
+        // Dropped in `release`, outside the transaction (captures may run one).
+        self.dropped_actions.extend(self.after.drain(b.after..));
+        // The outermost branch started with no undo record (records exist only while a branch
+        // runs, and are settled when the last one ends), so none is left after it.
+        debug_assert!(!self.branches.is_empty() || self.undo.is_empty());
     }
 
     // ----- inevitable -----
@@ -1715,13 +1712,9 @@ impl State {
     /// Undoes an attempt that will not commit: releases locks, pins and the token; frees pending
     /// boxed values.
     fn rollback(&mut self) {
-        if !self.branches.is_empty() {
-            // `or_else` branches that a panic left without ending them (every other way out of
-            // `or_else` ends its branch): their undo records' values are garbage.
-            self.branches.clear();
-            self.settle_undo(0);
-        }
-        debug_assert!(self.undo.is_empty());
+        // Every way out of `or_else` ends its branch, a panic out of `first` included (its
+        // guard), so no branch outlives the body.
+        debug_assert!(self.branches.is_empty() && self.undo.is_empty());
         self.unlock_writes();
         if self.inevitable {
             self.release_held(None);
