@@ -1,7 +1,8 @@
 //! `stm_loop::TransactionQueue` against a plain loop and rayon's `par_iter`, over the same
 //! closures.
 //!
-//! Workloads: a batch of tasks, each a transaction body `Fn(&mut Tx) -> TxResult<()>`:
+//! Workloads: a batch of tasks, each a transaction body `Fn(&mut Tx, &Cells) -> TxResult<()>`
+//! over 1000 shared cells (the queue's state; the other rows lend the same cells):
 //! - `empty`: 1000 bodies that do nothing;
 //! - `tiny`: 1000 bodies that increment their own `TVar` (no conflicts);
 //! - `heavy`: 64 bodies that count the primes below 20 000 by trial division (~0.5 ms of CPU
@@ -21,7 +22,16 @@ use std::sync::Arc;
 use stm_core::{TVar, Tx, TxResult, atomically};
 use stm_loop::TransactionQueue;
 
-type Task = Arc<dyn Fn(&mut Tx) -> TxResult<()> + Send + Sync>;
+/// The variables the tasks write: the queue's state.
+type Cells = Vec<TVar<u64>>;
+type Task = Arc<dyn for<'t, 'e> Fn(&mut Tx<'t, 'e>, &'t Cells) -> TxResult<()> + Send + Sync>;
+
+/// Boxes a task body (a function, so that the closure's parameter types come from its bound).
+fn task(
+    f: impl for<'t, 'e> Fn(&mut Tx<'t, 'e>, &'t Cells) -> TxResult<()> + Send + Sync + 'static,
+) -> Task {
+    Arc::new(f)
+}
 
 fn count_primes(below: u64) -> u64 {
     (2..below)
@@ -29,46 +39,43 @@ fn count_primes(below: u64) -> u64 {
         .count() as u64
 }
 
-fn batch(kind: &str, cells: &Arc<Vec<TVar<u64>>>) -> Vec<Task> {
+fn batch(kind: &str) -> Vec<Task> {
     let n = match kind {
         "heavy" => 64,
         _ => 1000,
     };
     (0..n)
-        .map(|i| -> Task {
-            let cells = cells.clone();
-            match kind {
-                "empty" => Arc::new(|_tx: &mut Tx| Ok(())),
-                "tiny" => Arc::new(move |tx: &mut Tx| {
-                    tx.modify(&cells[i], |x| x.wrapping_add(1))?;
-                    Ok(())
-                }),
-                _ => Arc::new(move |tx: &mut Tx| {
-                    let c = count_primes(black_box(20_000));
-                    tx.write(&cells[i], c)
-                }),
-            }
+        .map(|i| match kind {
+            "empty" => task(|_, _| Ok(())),
+            "tiny" => task(move |tx, cells| {
+                tx.modify(&cells[i], |x| x.wrapping_add(1))?;
+                Ok(())
+            }),
+            _ => task(move |tx, cells| {
+                let c = count_primes(black_box(20_000));
+                tx.write(&cells[i], c)
+            }),
         })
         .collect()
 }
 
 fn queue(c: &mut Criterion) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cells: Arc<Vec<TVar<u64>>> = Arc::new((0..1000).map(|_| TVar::new(0)).collect());
+    let cells: Arc<Cells> = Arc::new((0..1000).map(|_| TVar::new(0)).collect());
     for kind in ["empty", "tiny", "heavy"] {
-        let tasks = batch(kind, &cells);
+        let tasks = batch(kind);
         let mut g = c.benchmark_group(format!("queue/{kind}"));
         g.throughput(Throughput::Elements(tasks.len() as u64));
         if kind == "heavy" {
             g.sample_size(10);
         }
         for workers in 1..=cores {
-            let mut q = TransactionQueue::with_workers(workers);
+            let mut q = TransactionQueue::with_state(cells.clone()).workers(workers);
             g.bench_function(BenchmarkId::new("transaction-queue", workers), |b| {
                 b.iter(|| {
                     for t in &tasks {
                         let t = t.clone();
-                        q.add(move |tx| t(tx));
+                        q.add(move |tx, cells| t(tx, cells));
                     }
                     q.run()
                 })
@@ -77,13 +84,19 @@ fn queue(c: &mut Criterion) {
         g.bench_function("plain-loop", |b| {
             b.iter(|| {
                 for t in &tasks {
-                    atomically(|tx| t(tx));
+                    atomically(|tx| t(tx, &cells));
                 }
             })
         });
         g.bench_function(
             BenchmarkId::new("rayon-par-iter", rayon::current_num_threads()),
-            |b| b.iter(|| tasks.par_iter().for_each(|t| atomically(|tx| t(tx)))),
+            |b| {
+                b.iter(|| {
+                    tasks
+                        .par_iter()
+                        .for_each(|t| atomically(|tx| t(tx, &cells)))
+                })
+            },
         );
         g.finish();
     }

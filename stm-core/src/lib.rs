@@ -43,15 +43,22 @@
 //! - [`Tx::retry`]: block until something read changes; [`Tx::or_else`]: try an alternative
 //!   when the first choice retries.
 //! - A panicking body leaves nothing behind: its writes vanish and its locks are released.
+//! - Soundness: no program without `unsafe` reaches undefined behaviour through this API. The
+//!   body of a transaction is `for<'t> FnMut(&mut Tx<'t, 'env>)`: what it writes (or reads
+//!   through [`Tx::read_box`]) is borrowed for the attempt `'t`, so the borrow checker refuses to
+//!   move, free or reallocate it before the commit (see [`Tx`]). Variables borrowed from outside
+//!   the body work as they are; an `Arc` the body only has a clone of is kept with [`Tx::hold`].
 //!
 //! The algorithm (TL2 / TinySTM family, with one version clock per thread) and why each memory
-//! ordering suffices are in `docs/design.md` and in the comments of `tx.rs` and `runtime.rs`.
+//! ordering suffices are in `docs/design.md` and in the comments of `tx/mod.rs` and `runtime.rs`.
 //!
 //! # Modules of the implementation
 //!
 //! `word` (the [`Word`] trait), `tvar` ([`TVar`], [`TBox`]), `runtime` (version clocks, lock
-//! table, [`Config`]), `tx` (the hot path: [`Tx`], [`atomically`]), `hook` (the event sink the conflict
-//! log plugs into, and its clock, [`Timestamp`]), `stats` ([`stats()`]), `sync` (the loom shim).
+//! table, [`Config`]), `tx` (the hot path: [`Tx`]; beside it `tx::run` with [`atomically`] and
+//! the attempt loop, `tx::inevitable`, `tx::branch` (`or_else`), `tx::retry`, `tx::reclaim`,
+//! `tx::events`, `tx::context`), `hook` (the event sink the conflict log plugs into, and its
+//! clock, [`Timestamp`]), `stats` ([`stats()`]), `sync` (the loom shim).
 
 mod error;
 mod hook;

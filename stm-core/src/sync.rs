@@ -55,7 +55,7 @@ impl Spin {
     pub(crate) fn load(&self, a: &AtomicU64) -> u64 {
         // Acquire: callers pair it with the Release that published the value they wait for.
         // SeqCst: a transaction's orec loads take part in the single total order with the
-        // committers' lock CAS and validation loads (see the protocol in `tx.rs`). On x86-64 a
+        // committers' lock CAS and validation loads (see the protocol in `tx/mod.rs`). On x86-64 a
         // SeqCst load is the same plain load as an Acquire one.
         a.load(Ordering::SeqCst)
     }

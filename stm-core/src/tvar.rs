@@ -20,19 +20,11 @@ use core::marker::PhantomData;
 /// assert_eq!(std::mem::size_of::<TVar<u64>>(), 8);
 /// ```
 ///
-/// A `TVar` written by a transaction must stay where it is until that transaction has committed
-/// (the redo log keeps its address): write `TVar`s that live outside the transaction's body, as
-/// every shared variable does. Dropping one inside the body removes its pending write; writing
-/// one that lives on the body's own stack panics.
-///
-/// **Not detected (a known soundness hole):** moving a written `TVar` or [`TBox`] out of the
-/// memory it was written at before the commit: `vec.pop()`, `vec.push()` that reallocates,
-/// `*boxed`, `mem::replace` on a containing struct. A move copies the bytes without running
-/// `Drop`, so the redo log still holds the old address and the commit stores into memory that
-/// may have been freed or reused (for a `TBox`, the replaced value may be freed twice). Closing
-/// this needs a `Tx` that borrows its variables for the whole transaction (`Tx<'env>`), which
-/// would reject the `move` closures that own their variables; see `docs/design.md`. Do not move
-/// or reallocate the containers of variables that a running transaction has written.
+/// A transaction's redo log keeps the address of each `TVar` it writes until the commit stores
+/// into it, so [`Tx::write`](crate::Tx::write) borrows the variable for the whole attempt: the
+/// borrow checker refuses to move, drop or reallocate it (or its container) before then. Shared
+/// variables live outside the body (a local, a `static`, an [`Arc`](std::sync::Arc) that the
+/// transaction [holds](crate::Tx::hold)); see [`Tx`](crate::Tx).
 #[repr(transparent)]
 pub struct TVar<T: Word> {
     pub(crate) word: AtomicU64,
@@ -74,14 +66,11 @@ impl<T: Word> TVar<T> {
 
     /// Consumes the variable, returning its value.
     pub fn into_inner(self) -> T {
-        let me = core::mem::ManuallyDrop::new(self);
-        // As `Drop` does: a pending write of a running transaction to this word is discarded.
-        // This only helps when the variable was not moved on its way here (a moved variable has
-        // a new address: the hole described on `TVar`).
-        crate::tx::forget_pending(&me.word as *const AtomicU64 as usize);
-        // SAFETY: `self` is owned, so nobody else accesses the word; same bits argument as `load`.
-        // ManuallyDrop skips `Drop`, which has nothing else to do.
-        unsafe { word::from_bits(me.word.load(Ordering::Relaxed)) }
+        // Relaxed: `self` is owned, so no transaction holds it (a write borrows it until the
+        // commit) and nobody else accesses the word.
+        let bits = self.word.load(Ordering::Relaxed);
+        // SAFETY: same bits argument as `load`.
+        unsafe { word::from_bits(bits) }
     }
 
     /// A mutable reference to the value: `&mut self` proves no transaction can touch it.
@@ -107,12 +96,6 @@ impl<T: Word + fmt::Debug> fmt::Debug for TVar<T> {
     }
 }
 
-impl<T: Word> Drop for TVar<T> {
-    fn drop(&mut self) {
-        crate::tx::forget_pending(&self.word as *const AtomicU64 as usize);
-    }
-}
-
 /// Reads a word consistently outside transactions: the seqlock pattern on its orec.
 pub(crate) fn load_word(word: &AtomicU64) -> u64 {
     let rt = runtime();
@@ -121,7 +104,7 @@ pub(crate) fn load_word(word: &AtomicU64) -> u64 {
     loop {
         // The orec loads (SeqCst for the first, through `Spin::load`; Acquire for the second) and
         // the word load (Acquire) pair with a committer's Release stores of the word and of the
-        // orec (see `tx.rs`).
+        // orec (see `tx/mod.rs`).
         let o1 = spin.load(orec);
         if o1 & LOCKED != 0 {
             if o1 & PINNED != 0 && owner_of(o1) == crate::tx::thread_id() {
@@ -179,9 +162,8 @@ impl<T: Send + Sync + 'static> TBox<T> {
 
     /// Calls `f` with the current committed value, outside any transaction.
     pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        // Inside a transaction body, `f` may hand out `TVar`s of the value to `Tx::write`, whose
-        // redo log keeps them until the commit: pin the attempt's own guard, which lives that long.
-        crate::tx::pin_running_attempt();
+        // `f` borrows the value only for its call, so it cannot hand its `TVar`s to a
+        // transaction's `write` (that needs a borrow for the whole attempt).
         let _guard = crossbeam_epoch::pin();
         let p = load_word(&self.word) as usize as *const T;
         // SAFETY: the word always holds a live allocation made by `Box::into_raw` (new or a
@@ -208,7 +190,6 @@ impl<T: Send + Sync + 'static> TBox<T> {
     /// Consumes the box, returning its value.
     pub fn into_inner(self) -> T {
         let mut me = core::mem::ManuallyDrop::new(self);
-        crate::tx::forget_pending(&me.word as *const AtomicU64 as usize);
         // SAFETY: owned, live allocation from `Box::into_raw`; ManuallyDrop stops `Drop` from
         // freeing it a second time.
         *unsafe { Box::from_raw(*me.word.get_mut() as usize as *mut T) }
@@ -218,10 +199,9 @@ impl<T: Send + Sync + 'static> TBox<T> {
 #[cfg(not(loom))]
 impl<T: Send + Sync + 'static> Drop for TBox<T> {
     fn drop(&mut self) {
-        crate::tx::forget_pending(&self.word as *const AtomicU64 as usize);
         // SAFETY: the word holds a live allocation from `Box::into_raw`, owned by this box;
-        // transactions reading it borrow the box, which `&mut self` excludes. Replaced values
-        // were retired to the epoch separately.
+        // transactions reading or writing it borrow the box until their attempt has ended,
+        // which `&mut self` excludes. Replaced values were retired to the epoch separately.
         drop(unsafe { Box::from_raw(*self.word.get_mut() as usize as *mut T) });
     }
 }

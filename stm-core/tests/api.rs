@@ -3,10 +3,11 @@
 #![cfg(not(loom))]
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use stm_core::{
     Abort, AbortCause, ConflictKind, Event, EventKind, EventSink, TBox, TVar, TxError, Word,
     atomically, inevitably, set_event_sink, stats, try_atomically,
@@ -227,53 +228,6 @@ fn retry_in_an_inevitable_transaction_panics() {
 }
 
 #[test]
-fn writing_a_tvar_on_the_body_stack_panics() {
-    let r = catch_unwind(|| {
-        atomically(|tx| {
-            let local = TVar::new(0u8);
-            tx.write(&local, 1)?;
-            Ok(local.load())
-        })
-    });
-    let err = r.unwrap_err();
-    let msg = err.downcast_ref::<&str>().copied().unwrap_or_default();
-    assert!(msg.contains("own body's stack"), "{msg}");
-}
-
-#[test]
-fn writing_any_tvar_of_a_body_stack_array_panics() {
-    // Every element, wherever the compiler lays the array out relative to the runtime's own
-    // locals in the same frame.
-    for i in [0, 17, 63] {
-        let r = catch_unwind(move || {
-            atomically(|tx| {
-                let local: [TVar<u64>; 64] = core::array::from_fn(|k| TVar::new(k as u64));
-                tx.write(&local[std::hint::black_box(i)], 1)?;
-                Ok(local[i].load())
-            })
-        });
-        let err = r.unwrap_err();
-        let msg = err.downcast_ref::<&str>().copied().unwrap_or_default();
-        assert!(msg.contains("own body's stack"), "element {i}: {msg}");
-    }
-}
-
-#[test]
-fn dropping_a_written_tvar_discards_its_write() {
-    let outer = TVar::new(0u8);
-    let n = atomically(|tx| {
-        let boxed = Box::new(TVar::new(5u8));
-        tx.write(&*boxed, 6)?;
-        assert_eq!(tx.read(&*boxed)?, 6);
-        drop(boxed); // the pending write must not be stored into freed memory
-        tx.write(&outer, 1)?;
-        Ok(1)
-    });
-    assert_eq!(n, 1);
-    assert_eq!(outer.load(), 1);
-}
-
-#[test]
 fn tbox_read_write_and_accessors() {
     let b = TBox::new(String::from("a"));
     atomically(|tx| {
@@ -480,121 +434,48 @@ fn pauses_are_the_differences_of_their_event_times() {
     }
 }
 
-/// A `TVar` that a sink drops in place (its `Drop` runs, its memory stays), so that a test can
-/// check afterwards that no commit stored into it.
-struct Slot(core::cell::UnsafeCell<core::mem::ManuallyDrop<TVar<u64>>>);
-// SAFETY: (test) a slot is touched by one transaction body (a shared borrow for `write`, before
-// the pause), then by the sink during the pause, then read after both are done.
-unsafe impl Sync for Slot {}
-
-impl Slot {
-    /// The word's bits, read after the variable was dropped.
-    fn bits(&self) -> u64 {
-        // SAFETY: (test) the memory is still owned by the slot; a `TVar` is one `u64`.
-        unsafe { core::ptr::read(self.0.get() as *const u64) }
-    }
-}
-
-/// Drops its slot at the first pause of one thread (other tests run beside these ones); its
-/// flag says it has.
-struct DropOnPause(u64, Arc<Slot>, std::sync::atomic::AtomicBool);
-impl EventSink for DropOnPause {
-    fn event(&self, e: &Event) {
-        if e.thread == self.0
-            && let EventKind::PauseStart { .. } = e.kind
-            && !self.2.swap(true, Ordering::SeqCst)
-        {
-            // SAFETY: (test) dropped once; the body holds no reference across the pause.
-            unsafe { core::mem::ManuallyDrop::drop(&mut *self.1.0.get()) };
-        }
-    }
-}
-
-/// A fresh slot, and a sink that drops it at the calling thread's first pause.
-fn drop_on_pause() -> (Arc<Slot>, Arc<DropOnPause>) {
-    let slot = Arc::new(Slot(core::cell::UnsafeCell::new(
-        core::mem::ManuallyDrop::new(TVar::new(0)),
-    )));
-    let sink = Arc::new(DropOnPause(
-        stm_core::thread_id(),
-        slot.clone(),
-        std::sync::atomic::AtomicBool::new(false),
-    ));
-    (slot, sink)
-}
-
-/// A sink called while the body runs (here: a pause on the inevitable transaction's word) may
-/// drop a `TVar` that the attempt has written: the write is discarded once the sink returns,
-/// and the commit never stores into the dropped word.
+/// A commit that finds a word it writes pinned by the inevitable transaction unlocks, pauses
+/// until the inevitable one is done, and then commits all its writes.
 #[test]
-fn a_sink_may_drop_a_written_tvar_during_a_pause() {
+fn a_commit_pauses_on_a_word_the_inevitable_transaction_pinned() {
+    use std::sync::atomic::AtomicBool;
     let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
 
-    let (slot, sink) = drop_on_pause();
-    set_event_sink(Some(sink.clone()));
-    let held = Arc::new(TVar::new(0u64));
-    let (held2, sink2) = (held.clone(), sink.clone());
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let holder = std::thread::spawn(move || {
-        inevitably(|tx| {
-            tx.write(&*held2, 1).unwrap();
-            locked_tx.send(()).unwrap();
-            while !sink2.2.load(Ordering::SeqCst) {
-                std::thread::yield_now();
+    /// Says when one thread (other tests run beside this one) first paused.
+    struct Paused(u64, AtomicBool);
+    impl EventSink for Paused {
+        fn event(&self, e: &Event) {
+            if e.thread == self.0
+                && let EventKind::PauseStart { .. } = e.kind
+            {
+                self.1.store(true, Ordering::SeqCst);
             }
+        }
+    }
+    let sink = Arc::new(Paused(stm_core::thread_id(), AtomicBool::new(false)));
+    set_event_sink(Some(sink.clone()));
+    let (pinned, other) = (TVar::new(0u64), TVar::new(0u64));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            inevitably(|tx| {
+                tx.read(&pinned).unwrap(); // pins the word: nobody may commit a write to it
+                ready_tx.send(()).unwrap();
+                // Hold it until the committer has paused on it.
+                while !sink.1.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+            });
+        });
+        ready_rx.recv().unwrap();
+        atomically(|tx| {
+            tx.write(&other, 7)?;
+            tx.write(&pinned, 5) // the commit pauses on this one
         });
     });
-    locked_rx.recv().unwrap();
-    let seen = atomically(|tx| {
-        if !sink.2.load(Ordering::SeqCst) {
-            // SAFETY: (test) not dropped yet; the sink drops it only at the pause below.
-            let t: &TVar<u64> = unsafe { &*slot.0.get() };
-            tx.write(t, 7)?;
-        }
-        tx.read(&*held) // pauses; the sink drops the written TVar
-    });
-    holder.join().unwrap();
     set_event_sink(None);
-    assert_eq!(seen, 1);
-    let bits = slot.bits();
-    assert_eq!(bits, 0, "the commit stored into a dropped TVar");
-}
-
-/// The same at a commit's pause: the commit finds a word it writes pinned by the inevitable
-/// transaction, unlocks, pauses, and the sink drops another variable it wrote; the commit that
-/// follows must not store into it.
-#[test]
-fn a_sink_may_drop_a_written_tvar_during_a_commit_pause() {
-    let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-
-    let (slot, sink) = drop_on_pause();
-    set_event_sink(Some(sink.clone()));
-    let pinned = Arc::new(TVar::new(0u64));
-    let (pinned2, sink2) = (pinned.clone(), sink.clone());
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let holder = std::thread::spawn(move || {
-        inevitably(|tx| {
-            tx.read(&*pinned2).unwrap(); // pins the word: nobody may commit a write to it
-            ready_tx.send(()).unwrap();
-            while !sink2.2.load(Ordering::SeqCst) {
-                std::thread::yield_now();
-            }
-        });
-    });
-    ready_rx.recv().unwrap();
-    atomically(|tx| {
-        if !sink.2.load(Ordering::SeqCst) {
-            // SAFETY: (test) not dropped yet; the sink drops it at the commit's pause.
-            let t: &TVar<u64> = unsafe { &*slot.0.get() };
-            tx.write(t, 7)?;
-        }
-        tx.write(&*pinned, 5) // the commit pauses on this one
-    });
-    holder.join().unwrap();
-    set_event_sink(None);
-    assert_eq!(pinned.load(), 5);
-    let bits = slot.bits();
-    assert_eq!(bits, 0, "the commit stored into a dropped TVar");
+    assert!(sink.1.load(Ordering::SeqCst));
+    assert_eq!((pinned.load(), other.load()), (5, 7));
 }
 
 #[test]
@@ -834,56 +715,6 @@ fn or_else_when_both_branches_retry_waits_for_either() {
 }
 
 #[test]
-fn or_else_undo_survives_a_dropped_written_tvar() {
-    // A heap TVar written before the alternative and dropped inside the undone branch: its
-    // write is discarded, and the undo record of the word after it in the write set must
-    // still restore that word.
-    let keep = TVar::new(0u64);
-    let mut gone = Some(Box::new(TVar::new(0u64)));
-    atomically(|tx| {
-        let g = gone.as_deref().expect("dropped only in the branch below");
-        tx.write(g, 1)?;
-        tx.write(&keep, 1)?;
-        let dropped = &mut gone;
-        tx.or_else(
-            |tx| {
-                tx.write(&keep, 2)?;
-                drop(dropped.take());
-                tx.retry()
-            },
-            |tx| {
-                assert_eq!(tx.read(&keep)?, 1);
-                Ok(())
-            },
-        )
-    });
-    assert!(gone.is_none());
-    assert_eq!(keep.load(), 1);
-}
-
-#[test]
-fn a_write_after_dropping_written_tvars_from_a_large_write_set_is_read_back() {
-    // 33 writes build the write set's index; dropping two of the written TVars takes it back
-    // under the threshold; a new write must still be found by later reads and writes. The words
-    // are consecutive, so the written ones cover 33 of the 64 bits of the write-set filter and
-    // `arr[0]`'s bit is not among them (its write takes the inlined path).
-    let mut arr: Vec<TVar<u64>> = (0..41).map(|_| TVar::new(0)).collect();
-    let (read_back, again) = atomically(|tx| {
-        for v in &arr[8..] {
-            tx.write(v, 1)?;
-        }
-        arr.truncate(39);
-        tx.write(&arr[0], 7)?;
-        let r = tx.read(&arr[0])?;
-        tx.write(&arr[0], 8)?;
-        Ok((r, tx.read(&arr[0])?))
-    });
-    assert_eq!((read_back, again), (7, 8));
-    assert_eq!(arr[0].load(), 8);
-    assert!(arr[8..].iter().all(|v| v.load() == 1));
-}
-
-#[test]
 fn or_else_restores_a_word_the_branch_overwrote_many_times() {
     let v = TVar::new(0u64);
     let w = atomically(|tx| {
@@ -932,4 +763,298 @@ fn or_else_in_an_inevitable_transaction_undoes_the_first_branch() {
     // transaction writes the same word.
     atomically(|tx| tx.write(&a, 3));
     assert_eq!(a.load(), 3);
+}
+
+#[test]
+fn a_write_outside_the_filter_of_an_indexed_write_set_is_read_back() {
+    // 33 writes build the write set's index. The words are consecutive, so the written ones
+    // cover 33 of the 64 bits of the write-set filter and `arr[0]`'s bit is not among them: its
+    // first write takes the inlined path, and later reads and writes must still find it.
+    let arr: Vec<TVar<u64>> = (0..41).map(|_| TVar::new(0)).collect();
+    let (read_back, again) = atomically(|tx| {
+        for v in &arr[8..] {
+            tx.write(v, 1)?;
+        }
+        tx.write(&arr[0], 7)?;
+        let r = tx.read(&arr[0])?;
+        tx.write(&arr[0], 8)?;
+        Ok((r, tx.read(&arr[0])?))
+    });
+    assert_eq!((read_back, again), (7, 8));
+    assert_eq!(arr[0].load(), 8);
+    assert!(arr[1..8].iter().all(|v| v.load() == 0));
+    assert!(arr[8..].iter().all(|v| v.load() == 1));
+}
+
+/// The registry pattern: the body takes a clone of a counter's `Arc` out of a locked map and
+/// lets the lock go; another thread then replaces the entry, dropping the last other `Arc`,
+/// before the commit. The transaction holds its clone, so the counter stays alive through the
+/// commit and is freed after it (valgrind: no invalid write, nothing lost).
+#[test]
+fn hold_keeps_a_replaced_registry_entry_alive_until_the_commit() {
+    let registry: Mutex<HashMap<&str, Arc<TVar<u64>>>> = Mutex::new(HashMap::new());
+    registry
+        .lock()
+        .unwrap()
+        .insert("hits", Arc::new(TVar::new(5)));
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (replaced_tx, replaced_rx) = mpsc::channel::<()>();
+    let (seen, others) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let held_rx = held_rx; // moved in: a `Receiver` is not `Sync`
+            held_rx.recv().unwrap();
+            let old = registry
+                .lock()
+                .unwrap()
+                .insert("hits", Arc::new(TVar::new(100)))
+                .expect("present");
+            // This one and the transaction's.
+            assert_eq!(Arc::strong_count(&old), 2);
+            drop(old);
+            replaced_tx.send(()).unwrap();
+        });
+        // Inevitable: the body runs once, so the hand-shake below happens exactly once.
+        inevitably(|tx| {
+            let counter = registry.lock().unwrap()["hits"].clone();
+            let weak = Arc::downgrade(&counter);
+            let counter = tx.hold(counter);
+            tx.modify(counter, |n| n + 1).unwrap();
+            held_tx.send(()).unwrap();
+            replaced_rx.recv().unwrap();
+            // The held clone is the last one; the weak reference goes before the commit, so
+            // that the allocation is freed with that clone, after the commit.
+            let others = weak.strong_count() - 1;
+            drop(weak);
+            (tx.modify(counter, |n| n + 1).unwrap(), others)
+        })
+    });
+    assert_eq!((seen, others), (7, 0));
+    assert_eq!(registry.lock().unwrap()["hits"].load(), 100);
+}
+
+/// The same with a normal (not inevitable) transaction, and a value that reports, when it is
+/// freed, what its counter holds: the replaced entry is freed after the commit, with the write.
+#[test]
+fn a_held_registry_entry_replaced_before_the_commit_receives_the_write() {
+    struct Counter {
+        hits: TVar<u64>,
+        freed: mpsc::Sender<u64>,
+    }
+    impl Drop for Counter {
+        fn drop(&mut self) {
+            let _ = self.freed.send(*self.hits.get_mut());
+        }
+    }
+    let (freed_tx, freed_rx) = mpsc::channel();
+    let counter = |n| {
+        Arc::new(Counter {
+            hits: TVar::new(n),
+            freed: freed_tx.clone(),
+        })
+    };
+    let registry: Mutex<HashMap<&str, Arc<Counter>>> = Mutex::new(HashMap::new());
+    registry.lock().unwrap().insert("hits", counter(5));
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (replaced_tx, replaced_rx) = mpsc::channel::<()>();
+    let attempts = Cell::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let held_rx = held_rx; // moved in: a `Receiver` is not `Sync`
+            held_rx.recv().unwrap();
+            let old = registry.lock().unwrap().insert("hits", counter(100));
+            drop(old);
+            replaced_tx.send(()).unwrap();
+        });
+        atomically(|tx| {
+            attempts.set(attempts.get() + 1);
+            let c = tx.hold(registry.lock().unwrap()["hits"].clone());
+            tx.modify(&c.hits, |n| n + 1)?;
+            if attempts.get() == 1 {
+                held_tx.send(()).unwrap();
+                replaced_rx.recv().unwrap();
+            }
+            Ok(())
+        });
+    });
+    // Freed by the end of the transaction, once, after the commit stored into it.
+    let old = freed_rx.try_recv().expect("the replaced entry was freed");
+    assert!(freed_rx.try_recv().is_err());
+    let new = registry.lock().unwrap()["hits"].hits.load();
+    // A conflict with a test running beside this one may abort the first attempt; the second
+    // then finds the new entry.
+    let want = if attempts.get() == 1 {
+        (6, 100)
+    } else {
+        (5, 101)
+    };
+    assert_eq!((old, new), want);
+    drop(registry);
+    assert_eq!(freed_rx.try_recv().ok(), Some(want.1));
+}
+
+/// `hold` of an `Arc<TBox<_>>`: its value is read and written through the lent reference; when
+/// the body took the last `Arc` out of a shared slot, the box and the value the commit
+/// installed are freed after the commit, each value once (valgrind checks the frees).
+#[test]
+fn hold_of_a_tbox_whose_value_is_written() {
+    let shared = Arc::new(TBox::new(vec![1u64]));
+    atomically(|tx| {
+        let b = tx.hold(shared.clone());
+        let mut v = tx.read_box(b)?.clone();
+        v.push(2);
+        tx.write_box(b, v)?;
+        assert_eq!(tx.read_box(b)?, &[1, 2]);
+        Ok(())
+    });
+    assert_eq!(shared.load(), vec![1, 2]);
+    assert_eq!(Arc::strong_count(&shared), 1);
+
+    /// Logs its id when dropped.
+    struct Logged(u64, Arc<Mutex<Vec<u64>>>);
+    impl Drop for Logged {
+        fn drop(&mut self) {
+            self.1.lock().unwrap().push(self.0);
+        }
+    }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let count = |id| log.lock().unwrap().iter().filter(|&&i| i == id).count();
+    let slot = Mutex::new(Some(Arc::new(TBox::new(Logged(1, log.clone())))));
+    let seen = inevitably(|tx| {
+        let b = tx.hold(slot.lock().unwrap().take().expect("runs once"));
+        let n = tx.read_box(b).unwrap().0;
+        tx.write_box(b, Logged(n + 1, log.clone())).unwrap();
+        tx.read_box(b).unwrap().0
+    });
+    assert_eq!(seen, 2);
+    assert!(slot.lock().unwrap().is_none());
+    // The box went with the held clone, after the commit: the value it held then is freed.
+    assert_eq!(count(2), 1);
+    // The replaced one is retired through the epoch: freed once, when no pin can see it.
+    for _ in 0..64 {
+        crossbeam_epoch::pin().flush();
+    }
+    assert!(count(1) <= 1);
+}
+
+/// What a transaction holds is dropped when the attempt ends, whatever the ending: a commit, a
+/// cancel, an abort and rerun, a retry, a panic, and within an attempt it outlives an undone
+/// `or_else` branch. Unsized values can be held too.
+#[test]
+fn held_clones_are_dropped_when_the_attempt_ends() {
+    let held = Arc::new(TVar::new(0u64));
+
+    // Commit; the clone is alive during the attempt.
+    let during = atomically(|tx| {
+        let c = tx.hold(held.clone());
+        tx.modify(c, |n| n + 1)?;
+        Ok(Arc::strong_count(&held))
+    });
+    assert_eq!((during, held.load(), Arc::strong_count(&held)), (2, 1, 1));
+
+    // Unsized.
+    let vars: Arc<[TVar<u64>]> = (0..3).map(TVar::new).collect();
+    atomically(|tx| {
+        for v in tx.hold(vars.clone()) {
+            tx.modify(v, |n| n + 10)?;
+        }
+        Ok(())
+    });
+    let got: Vec<u64> = vars.iter().map(TVar::load).collect();
+    assert_eq!((got, Arc::strong_count(&vars)), (vec![10, 11, 12], 1));
+
+    // Cancelled.
+    let r: Result<(), &str> = try_atomically(|tx| {
+        let c = tx.hold(held.clone());
+        tx.write(c, 99)?;
+        Err(TxError::User("cancel"))
+    });
+    assert_eq!(r, Err("cancel"));
+    assert_eq!((held.load(), Arc::strong_count(&held)), (1, 1));
+
+    // Aborted and rerun: another thread changes a word the first attempt read, so that its
+    // `become_inevitable` fails and the body runs again. Each attempt holds its own clone, and
+    // the first one's is gone when the second runs.
+    let other = TVar::new(0u64);
+    let mut counts = Vec::new();
+    atomically(|tx| {
+        let c = tx.hold(held.clone());
+        counts.push(Arc::strong_count(&held));
+        tx.read(&other)?;
+        if counts.len() == 1 {
+            std::thread::scope(|s| {
+                s.spawn(|| atomically(|tx| tx.write(&other, 1)));
+            });
+        }
+        tx.become_inevitable()?;
+        tx.modify(c, |n| n + 1).map(drop)
+    });
+    // (More attempts only if a test running beside this one conflicts with it.)
+    assert!(
+        counts.len() >= 2 && counts.iter().all(|&n| n == 2),
+        "{counts:?}"
+    );
+    assert_eq!((held.load(), Arc::strong_count(&held)), (2, 1));
+
+    // Retry: the waiting attempt's clone is dropped, and the woken one holds a fresh one.
+    let flag = TVar::new(false);
+    let (waiting_tx, waiting_rx) = mpsc::channel::<()>();
+    let counts = std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let mut counts = Vec::new();
+            atomically(|tx| {
+                let c = tx.hold(held.clone());
+                counts.push(Arc::strong_count(&held));
+                if !tx.read(&flag)? {
+                    waiting_tx.send(()).unwrap();
+                    return tx.retry();
+                }
+                tx.modify(c, |n| n + 1).map(drop)
+            });
+            counts
+        });
+        waiting_rx.recv().unwrap();
+        atomically(|tx| tx.write(&flag, true));
+        waiter.join().unwrap()
+    });
+    assert!(
+        counts.len() >= 2 && counts.iter().all(|&n| n == 2),
+        "{counts:?}"
+    );
+    assert_eq!((held.load(), Arc::strong_count(&held)), (3, 1));
+
+    // Panic.
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| {
+            let c = tx.hold(held.clone());
+            tx.write(c, 99)?;
+            if tx.read(c)? == 99 {
+                panic!("the body panics");
+            }
+            Ok(())
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!((held.load(), Arc::strong_count(&held)), (3, 1));
+
+    // Held in an `or_else` branch that is undone: the branch's write goes, the clone stays for
+    // the rest of the attempt, so the reference it lent may still be written.
+    let (took, during) = atomically(|tx| {
+        let lent = Cell::new(None);
+        tx.or_else(
+            |tx| {
+                let c = tx.hold(held.clone());
+                tx.write(c, 99)?;
+                lent.set(Some(c));
+                tx.retry()
+            },
+            |tx| {
+                let c = lent.get().expect("set by the first branch");
+                assert_eq!(tx.read(c)?, 3);
+                tx.write(c, 4)?;
+                Ok(("second", Arc::strong_count(&held)))
+            },
+        )
+    });
+    assert_eq!((took, during), ("second", 2));
+    assert_eq!((held.load(), Arc::strong_count(&held)), (4, 1));
 }

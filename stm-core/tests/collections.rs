@@ -7,11 +7,11 @@
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use stm_core::collections::{TBoundedQueue, TCounter, TMap, TQueue, TSet};
-use stm_core::{TxError, atomically, try_atomically};
+use stm_core::{Tx, TxError, TxResult, atomically, try_atomically};
 
 /// Runs `body` as one transaction; when `cancel`, gives up at the end with a user error, so
 /// nothing it did may stay.
-fn run_tx<R>(cancel: bool, mut body: impl FnMut(&stm_core::Tx) -> stm_core::TxResult<R>) {
+fn run_tx<'env, R>(cancel: bool, mut body: impl for<'t> FnMut(&Tx<'t, 'env>) -> TxResult<R>) {
     let r: Result<R, ()> = try_atomically(|tx| {
         let r = body(tx)?;
         if cancel {

@@ -15,7 +15,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Barrier, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use stm_core::collections::{TBoundedQueue, TCounter, TMap, TQueue, TSet};
 use stm_core::{TVar, Tx, TxResult, atomically};
 
@@ -50,9 +50,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Runs A and B interleaved as described in the module doc; returns A's number of attempts.
-fn attempts_of_a(
-    a: impl Fn(&Tx) -> TxResult<()> + Sync,
-    b: impl Fn(&Tx) -> TxResult<()> + Sync,
+fn attempts_of_a<'env>(
+    a: impl for<'t> Fn(&Tx<'t, 'env>) -> TxResult<()> + Sync,
+    b: impl for<'t> Fn(&Tx<'t, 'env>) -> TxResult<()> + Sync,
 ) -> u32 {
     let attempts = AtomicU32::new(0);
     let a_ready = Barrier::new(2);
@@ -81,7 +81,7 @@ fn attempts_of_a(
 /// A word that A writes, so that A is an update transaction and validates at commit.
 static SCRATCH: TVar<u64> = TVar::new(0);
 
-fn touch(tx: &Tx) -> TxResult<()> {
+fn touch(tx: &Tx<'_, '_>) -> TxResult<()> {
     tx.modify(&SCRATCH, |x| x + 1).map(drop)
 }
 
@@ -178,25 +178,28 @@ fn tcounter_adds_do_not_conflict_but_get_does() {
 #[test]
 fn hits_on_the_same_key_of_a_map_of_counters_do_not_conflict() {
     let _serial = serial();
-    let hits: Box<TMap<u32, std::sync::Arc<TCounter>, Identity>> =
+    let hits: Box<TMap<u32, Arc<TCounter>, Identity>> =
         Box::new(TMap::with_buckets_and_hasher(64, Identity));
-    atomically(|tx| {
-        hits.insert(tx, 1, std::sync::Arc::new(TCounter::new()))
-            .map(drop)
-    });
-    let hit = |tx: &Tx| hits.get(tx, &1)?.expect("present").add(tx, 1);
-    assert_eq!(attempts_of_a(hit, hit), 1);
+    atomically(|tx| hits.insert(tx, 1, Arc::new(TCounter::new())).map(drop));
+    /// One hit: a read of the bucket and a write of this thread's shard.
+    fn hit<'t>(hits: &'t TMap<u32, Arc<TCounter>, Identity>, tx: &Tx<'t, '_>) -> TxResult<()> {
+        hits.get(tx, &1)?.expect("present").add(tx, 1)
+    }
+    assert_eq!(attempts_of_a(|tx| hit(&hits, tx), |tx| hit(&hits, tx)), 1);
     assert_eq!(
         atomically(|tx| hits.get(tx, &1)?.expect("present").get(tx)),
         2
     );
     // The same with a plain value per key conflicts: both rewrite the bucket.
     let plain = map();
-    let bump = |tx: &Tx| {
+    fn bump<'t>(plain: &'t TMap<u32, u32, Identity>, tx: &Tx<'t, '_>) -> TxResult<()> {
         let v = *plain.get(tx, &5)?.expect("present");
         plain.insert(tx, 5, v + 1).map(drop)
-    };
-    assert_eq!(attempts_of_a(bump, bump), 2);
+    }
+    assert_eq!(
+        attempts_of_a(|tx| bump(&plain, tx), |tx| bump(&plain, tx)),
+        2
+    );
 }
 
 #[test]

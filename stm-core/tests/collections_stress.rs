@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use stm_core::atomically;
 use stm_core::collections::{TBoundedQueue, TCounter, TMap, TQueue, TSet};
+use stm_core::{Tx, TxResult, atomically};
 
 struct Rng(u64);
 impl Rng {
@@ -156,8 +156,8 @@ fn tset_concurrent_inserts_of_the_same_elements_succeed_exactly_once() {
 /// each producer's elements in the order they were pushed.
 fn fifo_per_producer<Q: Send + Sync + 'static>(
     q: Arc<Q>,
-    push: fn(&Q, &stm_core::Tx, (u64, u64)) -> stm_core::TxResult<()>,
-    pop: fn(&Q, &stm_core::Tx) -> stm_core::TxResult<(u64, u64)>,
+    push: for<'t> fn(&'t Q, &Tx<'t, '_>, (u64, u64)) -> TxResult<()>,
+    pop: for<'t> fn(&'t Q, &Tx<'t, '_>) -> TxResult<(u64, u64)>,
 ) {
     const PRODUCERS: u64 = 2;
     const CONSUMERS: u64 = 2;

@@ -60,7 +60,7 @@ fn readers_never_see_half_a_commit() {
 /// validation loads must do it (a SeqCst store-buffering pattern). This model fails if the
 /// commit skips validating its reads (checked by hand); it cannot check the ordering itself,
 /// because the loom build's lock-waiter signal (a mutex, see `Runtime::orec_written`) already
-/// orders the two lock CASes. The ordering is argued in `src/tx.rs` and `docs/design.md`.
+/// orders the two lock CASes. The ordering is argued in `src/tx/mod.rs` and `docs/design.md`.
 ///
 /// Ignored in CI: in about one run of three, loom 0.7.3 trips its own internal assertion on this
 /// model (`assert_ne!(mo_i, mo_j)` in `rt/atomic.rs`, marked "TODO: this sometimes fails" in

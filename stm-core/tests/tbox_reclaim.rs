@@ -107,20 +107,6 @@ fn into_inner_and_drop_free_the_current_value() {
     assert_eq!(live.load(Ordering::SeqCst), 0);
 }
 
-#[test]
-fn a_box_dropped_inside_the_transaction_frees_its_pending_value() {
-    let _serial = serial();
-    let live = Arc::new(AtomicUsize::new(0));
-    atomically(|tx| {
-        let b = Box::new(TBox::new(Tracked::new(&live, 1)));
-        tx.write_box(&b, Tracked::new(&live, 2))?;
-        drop(b);
-        Ok(())
-    });
-    collect();
-    assert_eq!(live.load(Ordering::SeqCst), 0);
-}
-
 /// Values freed by the runtime (rolled back or superseded) may hold `TVar`s that the attempt
 /// wrote; their `Drop` must not disturb the write set being torn down (more than 32 writes, so
 /// the write set's hash index is in use too).

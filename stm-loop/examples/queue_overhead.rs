@@ -11,6 +11,7 @@
 //! cargo run --release -p stm-loop --example queue_overhead
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stm_core::TVar;
@@ -26,13 +27,15 @@ fn main() {
     const RUNS: usize = 101;
     println!("tasks per run: {TASKS}; timed runs: {RUNS}");
     for workers in [1, 2] {
-        let mut q = TransactionQueue::with_workers(workers);
+        // The state is the `TVar` that the loop's handler increments at the end.
+        let n = Arc::new(TVar::new(0u64));
+        let mut q = TransactionQueue::with_state(n.clone()).workers(workers);
         let mut run_only = Vec::with_capacity(RUNS);
         let mut add_run = Vec::with_capacity(RUNS);
         for i in 0..RUNS + 10 {
             let t0 = Instant::now();
             for _ in 0..TASKS {
-                q.add(|_| Ok(()));
+                q.add(|_, _| Ok(()));
             }
             let t1 = Instant::now();
             let s = q.run();
@@ -52,7 +55,7 @@ fn main() {
         );
         let mut single = Vec::with_capacity(10_001);
         for _ in 0..10_001 {
-            q.add(|_| Ok(()));
+            q.add(|_, _| Ok(()));
             let t = Instant::now();
             q.run();
             single.push(t.elapsed());
@@ -65,9 +68,7 @@ fn main() {
         let source = ScriptedSource::new();
         let script = source.handle();
         let mut ev = EventLoop::with_queue(source, q);
-        let n = std::sync::Arc::new(TVar::new(0u64));
-        let n2 = n.clone();
-        ev.set_handler(1, move |tx, _| tx.modify(&n2, |x| x + 1).map(drop));
+        ev.set_handler(1, |tx, n, _| tx.modify(n, |x| x + 1).map(drop));
         let mut turns = Vec::with_capacity(10_001);
         for _ in 0..10_001 {
             let t = Instant::now();

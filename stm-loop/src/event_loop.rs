@@ -10,10 +10,11 @@
 //! ```
 //!
 //! Callbacks and handlers are transactions: they run in parallel, and the result is as if they
-//! had run one at a time. Their output goes through [`Tx::after_commit`] (or an inevitable
-//! transaction), so no I/O is ever rolled back; their input (bytes read from a socket) must be
-//! kept outside the transaction by the handler, so that an attempt that runs again does not
-//! read again (see `docs/guide.md`).
+//! had run one at a time. Each gets the loop's shared state (`&S`, for the attempt) beside the
+//! transaction, so the `TVar`s and collections inside it are theirs to read and write. Their
+//! output goes through [`Tx::after_commit`] (or an inevitable transaction), so no I/O is ever
+//! rolled back; their input (bytes read from a socket) must be kept outside the transaction by
+//! the handler, so that an attempt that runs again does not read again (see `docs/guide.md`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -28,8 +29,12 @@ use stm_core::{Tx, TxResult};
 use crate::queue::{RunStats, TaskPanic, TransactionQueue};
 use crate::source::{EventSource, Readiness};
 
-type Callback = Box<dyn FnMut(&mut Tx) -> TxResult<()> + Send + 'static>;
-type Handler = Box<dyn FnMut(&mut Tx, Readiness) -> TxResult<()> + Send + 'static>;
+/// A callback as stored: a transaction body that gets the loop's state.
+type Callback<S> =
+    Box<dyn for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static>;
+/// A handler as stored: a transaction body that gets the loop's state and the readiness.
+type Handler<S> =
+    Box<dyn for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S, Readiness) -> TxResult<()> + Send + 'static>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a few container operations that cannot leave the data
@@ -42,16 +47,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimerId(u64);
 
-#[derive(Default)]
-struct Timers {
+struct Timers<S> {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    pending: HashMap<u64, Callback>,
+    pending: HashMap<u64, Callback<S>>,
 }
 
-struct LoopInner {
-    callbacks: Mutex<Vec<Callback>>,
-    timers: Mutex<Timers>,
-    handlers: Mutex<HashMap<usize, Arc<Mutex<Handler>>>>,
+impl<S> Default for Timers<S> {
+    fn default() -> Self {
+        Timers {
+            heap: BinaryHeap::new(),
+            pending: HashMap::new(),
+        }
+    }
+}
+
+struct LoopInner<S> {
+    callbacks: Mutex<Vec<Callback<S>>>,
+    timers: Mutex<Timers<S>>,
+    handlers: Mutex<HashMap<usize, Arc<Mutex<Handler<S>>>>>,
     stop: AtomicBool,
     next_timer: AtomicU64,
     wake: Box<dyn Fn() -> io::Result<()> + Send + Sync>,
@@ -66,18 +79,25 @@ struct LoopInner {
 /// # use stm_loop::{EventLoop, ScriptedSource};
 /// # let ev = EventLoop::with_workers(ScriptedSource::new(), 1);
 /// let h = ev.handle();
-/// ev.handle().add_callback(move |tx| {
+/// ev.handle().add_callback(move |tx, _| {
 ///     let h = h.clone();
 ///     tx.after_commit(move || h.stop());
 ///     Ok(())
 /// });
 /// ```
-#[derive(Clone)]
-pub struct LoopHandle {
-    inner: Arc<LoopInner>,
+pub struct LoopHandle<S = ()> {
+    inner: Arc<LoopInner<S>>,
 }
 
-impl fmt::Debug for LoopHandle {
+impl<S> Clone for LoopHandle<S> {
+    fn clone(&self) -> Self {
+        LoopHandle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for LoopHandle<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoopHandle")
             .field("stopped", &self.is_stopping())
@@ -85,9 +105,12 @@ impl fmt::Debug for LoopHandle {
     }
 }
 
-impl LoopHandle {
+impl<S> LoopHandle<S> {
     /// Runs `f` as a transaction in the next callback batch.
-    pub fn add_callback(&self, f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static) {
+    pub fn add_callback(
+        &self,
+        f: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static,
+    ) {
         lock(&self.inner.callbacks).push(Box::new(f));
         self.wake();
     }
@@ -96,7 +119,7 @@ impl LoopHandle {
     pub fn call_later(
         &self,
         delay: Duration,
-        f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static,
+        f: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static,
     ) -> TimerId {
         let now = Instant::now();
         // A delay too long to represent is "never" in practice: park it far ahead.
@@ -110,7 +133,7 @@ impl LoopHandle {
     pub fn call_at(
         &self,
         at: Instant,
-        f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static,
+        f: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static,
     ) -> TimerId {
         // Relaxed: ids only need to be unique, which the RMW guarantees.
         let id = self.inner.next_timer.fetch_add(1, Ordering::Relaxed);
@@ -132,7 +155,7 @@ impl LoopHandle {
     pub fn set_handler(
         &self,
         token: usize,
-        h: impl FnMut(&mut Tx, Readiness) -> TxResult<()> + Send + 'static,
+        h: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S, Readiness) -> TxResult<()> + Send + 'static,
     ) {
         lock(&self.inner.handlers).insert(token, Arc::new(Mutex::new(Box::new(h))));
     }
@@ -182,6 +205,10 @@ pub struct TurnStats {
 
 /// An event loop whose callbacks and handlers run as parallel transactions.
 ///
+/// `Src` is the [`EventSource`]; `S` is the state shared by every callback and handler, handed
+/// to each as `&S` for the attempt (`()` for [`new`](EventLoop::new) and
+/// [`with_workers`](EventLoop::with_workers); choose it with [`with_state`](Self::with_state)).
+///
 /// ```
 /// use stm_core::TVar;
 /// use stm_loop::{EventLoop, Readiness, ScriptedSource};
@@ -189,11 +216,13 @@ pub struct TurnStats {
 ///
 /// let source = ScriptedSource::new();
 /// let script = source.handle();
-/// let mut ev = EventLoop::with_workers(source, 2);
 /// let seen = Arc::new(TVar::new(0u64));
+/// let mut ev = EventLoop::with_state(source, seen.clone()).workers(2);
 /// for token in 0..4 {
-///     let seen = seen.clone();
-///     ev.handle().set_handler(token, move |tx, r| tx.modify(&seen, |s| s + r.token as u64 + 1).map(drop));
+///     ev.set_handler(token, |tx, seen, r| {
+///         tx.modify(seen, |s| s + r.token as u64 + 1)?;
+///         Ok(())
+///     });
 /// }
 /// script.push((0..4).map(|token| Readiness { token, readable: true, ..Default::default() }).collect());
 /// let turn = ev.run_once(None)?;
@@ -201,17 +230,17 @@ pub struct TurnStats {
 /// assert_eq!(seen.load(), 10);
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub struct EventLoop<S: EventSource> {
-    source: S,
-    queue: TransactionQueue,
-    inner: Arc<LoopInner>,
+pub struct EventLoop<Src: EventSource, S: Send + Sync + 'static = ()> {
+    source: Src,
+    queue: TransactionQueue<S>,
+    inner: Arc<LoopInner<S>>,
     events: Vec<Readiness>,
     turns: u64,
     /// Keeps the conflict log recording while this loop lives (`STM_LOG`).
     _log: Option<Arc<stm_log::LogGuard>>,
 }
 
-impl<S: EventSource> fmt::Debug for EventLoop<S> {
+impl<Src: EventSource, S: Send + Sync + 'static> fmt::Debug for EventLoop<Src, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventLoop")
             .field("queue", &self.queue)
@@ -220,22 +249,39 @@ impl<S: EventSource> fmt::Debug for EventLoop<S> {
     }
 }
 
-impl<S: EventSource> EventLoop<S> {
-    /// A loop over `source` with one worker per core.
-    pub fn new(source: S) -> Self {
+impl<Src: EventSource> EventLoop<Src> {
+    /// A loop over `source` with no state (`()`) and one worker per core.
+    pub fn new(source: Src) -> Self {
         Self::with_queue(source, TransactionQueue::new())
     }
 
-    /// A loop over `source` with `workers` workers (the loop's thread is one of them).
-    pub fn with_workers(source: S, workers: usize) -> Self {
+    /// A loop over `source` with no state (`()`) and `workers` workers (the loop's thread is
+    /// one of them).
+    pub fn with_workers(source: Src, workers: usize) -> Self {
         Self::with_queue(source, TransactionQueue::with_workers(workers))
     }
+}
 
-    /// A loop over `source` running its batches on `queue` (ordered or not).
+impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
+    /// A loop over `source` whose callbacks and handlers all get `&state`, with one worker per
+    /// core (choose another number with [`workers`](Self::workers)).
+    pub fn with_state(source: Src, state: Arc<S>) -> Self {
+        Self::with_queue(source, TransactionQueue::with_state(state))
+    }
+
+    /// The number of workers (builder; the loop's thread is one of them), as
+    /// [`TransactionQueue::workers`].
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.queue.set_workers(workers);
+        self
+    }
+
+    /// A loop over `source` running its batches on `queue` (ordered or not); the loop's state
+    /// is the queue's ([`TransactionQueue::state`]).
     ///
     /// If the environment sets `STM_LOG`, the conflict log is recorded there (see
     /// `docs/guide.md`).
-    pub fn with_queue(source: S, queue: TransactionQueue) -> Self {
+    pub fn with_queue(source: Src, queue: TransactionQueue<S>) -> Self {
         let log = crate::init_conflict_log();
         let waker = source.waker();
         let inner = Arc::new(LoopInner {
@@ -244,7 +290,7 @@ impl<S: EventSource> EventLoop<S> {
             handlers: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
             next_timer: AtomicU64::new(0),
-            wake: Box::new(move || S::wake(&waker)),
+            wake: Box::new(move || Src::wake(&waker)),
         });
         EventLoop {
             source,
@@ -257,25 +303,30 @@ impl<S: EventSource> EventLoop<S> {
     }
 
     /// The thread-safe handle.
-    pub fn handle(&self) -> LoopHandle {
+    pub fn handle(&self) -> LoopHandle<S> {
         LoopHandle {
             inner: self.inner.clone(),
         }
     }
 
     /// The source (for registering with it).
-    pub fn source(&self) -> &S {
+    pub fn source(&self) -> &Src {
         &self.source
     }
 
     /// The source, mutably.
-    pub fn source_mut(&mut self) -> &mut S {
+    pub fn source_mut(&mut self) -> &mut Src {
         &mut self.source
     }
 
     /// The queue the batches run on.
-    pub fn queue(&self) -> &TransactionQueue {
+    pub fn queue(&self) -> &TransactionQueue<S> {
         &self.queue
+    }
+
+    /// The state every callback and handler gets.
+    pub fn state(&self) -> &Arc<S> {
+        self.queue.state()
     }
 
     /// Turns run so far.
@@ -284,7 +335,10 @@ impl<S: EventSource> EventLoop<S> {
     }
 
     /// Shorthand for [`LoopHandle::add_callback`].
-    pub fn add_callback(&self, f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static) {
+    pub fn add_callback(
+        &self,
+        f: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static,
+    ) {
         self.handle().add_callback(f);
     }
 
@@ -292,7 +346,7 @@ impl<S: EventSource> EventLoop<S> {
     pub fn call_later(
         &self,
         delay: Duration,
-        f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static,
+        f: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static,
     ) -> TimerId {
         self.handle().call_later(delay, f)
     }
@@ -301,7 +355,7 @@ impl<S: EventSource> EventLoop<S> {
     pub fn call_at(
         &self,
         at: Instant,
-        f: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static,
+        f: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static,
     ) -> TimerId {
         self.handle().call_at(at, f)
     }
@@ -310,7 +364,7 @@ impl<S: EventSource> EventLoop<S> {
     pub fn set_handler(
         &self,
         token: usize,
-        h: impl FnMut(&mut Tx, Readiness) -> TxResult<()> + Send + 'static,
+        h: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S, Readiness) -> TxResult<()> + Send + 'static,
     ) {
         self.handle().set_handler(token, h);
     }
@@ -391,9 +445,9 @@ impl<S: EventSource> EventLoop<S> {
             for r in merged {
                 if let Some(h) = handlers.get(&r.token) {
                     let h = h.clone();
-                    self.queue.add(move |tx| {
+                    self.queue.add(move |tx, state| {
                         let mut h = lock(&h);
-                        (*h)(tx, r)
+                        (*h)(tx, state, r)
                     });
                     added += 1;
                 } else {
@@ -444,7 +498,7 @@ impl<S: EventSource> EventLoop<S> {
     }
 }
 
-impl<S: EventSource> Drop for EventLoop<S> {
+impl<Src: EventSource, S: Send + Sync + 'static> Drop for EventLoop<Src, S> {
     /// Drops every handler, callback and timer: they often hold handles to the loop (a cycle
     /// through [`LoopHandle`]) and the sockets they serve, which close now.
     fn drop(&mut self) {

@@ -7,36 +7,42 @@
 //! on a [`TransactionQueue`], and the STM makes the outcome equal to *some* one-at-a-time order
 //! (or exactly the add order, in ordered mode).
 //!
+//! Tasks, callbacks and handlers get the queue's (or loop's) shared state beside the
+//! transaction, as a web framework hands its handlers the application state:
+//!
 //! ```
 //! use stm_core::TVar;
 //! use stm_loop::TransactionQueue;
 //! use std::sync::Arc;
 //!
-//! let counter = Arc::new(TVar::new(0u64));
-//! let mut q = TransactionQueue::with_workers(2);
+//! struct App {
+//!     counter: TVar<u64>,
+//! }
+//!
+//! let app = Arc::new(App { counter: TVar::new(0) });
+//! let mut q = TransactionQueue::with_state(app.clone()).workers(2);
 //! for _ in 0..1000 {
-//!     let counter = counter.clone();
-//!     q.add(move |tx| {
-//!         let n = tx.read(&counter)?;      // no lock: a conflict reruns the task
-//!         tx.write(&counter, n + 1)?;
+//!     q.add(|tx, app| {
+//!         let n = tx.read(&app.counter)?;  // no lock: a conflict reruns the task
+//!         tx.write(&app.counter, n + 1)?;
 //!         Ok(())
 //!     });
 //! }
 //! let stats = q.run();                      // returns when all 1000 have committed
-//! assert_eq!(counter.load(), 1000);
+//! assert_eq!(app.counter.load(), 1000);
 //! assert_eq!(stats.commits, 1000);
 //! ```
 //!
 //! # Map
 //!
-//! - `queue`: [`TransactionQueue`] (workers kept between runs, ordered mode, [`Spawner`] for
-//!   tasks that add tasks, [`RunStats`], [`TaskPanic`]).
+//! - `queue`: [`TransactionQueue`] (shared state, workers kept between runs, ordered mode,
+//!   [`Spawner`] for tasks that add tasks, [`RunStats`], [`TaskPanic`]).
 //! - `source`: the [`EventSource`] trait and [`Readiness`]; backends [`MioSource`] (default),
 //!   `PollingSource` (feature `polling`) and [`ScriptedSource`] (deterministic tests). The
 //!   readiness contracts (edge-triggered vs one-shot) and how tokio code submits batches are in
 //!   the [`EventSource`] docs.
-//! - `event_loop`: [`EventLoop`] (callbacks, timers, handlers per token, one batch each per
-//!   turn) and its thread-safe [`LoopHandle`].
+//! - `event_loop`: [`EventLoop`] (shared state, callbacks, timers, handlers per token, one
+//!   batch each per turn) and its thread-safe [`LoopHandle`].
 //! - [`primes`]: the article's benchmark server, in STM and plain serial modes.
 //!
 //! The guide to writing handlers, porting a loop and removing conflicts is `docs/guide.md`.

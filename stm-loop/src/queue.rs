@@ -5,7 +5,7 @@
 //! `run()` moves the added tasks into a [`Run`], split into chunks (one task per chunk for
 //! batches of up to 256 tasks or in ordered mode, so heavy tasks balance; larger chunks for big
 //! batches of tiny tasks, so claiming costs one `fetch_add` per chunk). The calling thread is
-//! worker 0; `workers - 1` helper threads, started once by the constructor and parked between
+//! worker 0; `workers - 1` helper threads, started once by the first run and parked between
 //! runs, are invited to join (no more than there are tasks to share). Each worker claims chunks
 //! until the batch is exhausted, then takes tasks that running tasks added (a FIFO under a
 //! mutex), then sleeps until more are added or the run is over.
@@ -36,6 +36,12 @@
 //! task whose turn it is is always held by a worker that is running it, or unclaimed while every
 //! worker is free: the turn always advances. After a task commits (or panics) the worker
 //! publishes its added tasks and then advances the turn.
+//!
+//! # State
+//!
+//! The queue's state (`Arc<S>`) travels with each run; a worker hands every attempt
+//! `&run.state`, a borrow from outside the transaction body, so the reference lasts for the
+//! whole attempt (`&'t S`) and the body may write the `TVar`s and collections inside it.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -49,8 +55,19 @@ use std::time::{Duration, Instant};
 
 use stm_core::{Tx, TxError, TxResult, try_atomically};
 
-/// A task as stored: its body gets the transaction and the handle for adding more tasks.
-type TaskFn = Box<dyn FnMut(&mut Tx, &Spawner) -> TxResult<()> + Send + 'static>;
+/// A task as stored: its body gets the transaction, the queue's state (for the attempt) and
+/// the handle for adding more tasks.
+type TaskFn<S> = Box<
+    dyn for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S, &Spawner<S>) -> TxResult<()> + Send + 'static,
+>;
+
+/// Boxes a task; a function, so that the closure's parameter types come from this bound.
+fn task_fn<S, F>(f: F) -> TaskFn<S>
+where
+    F: for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S, &Spawner<S>) -> TxResult<()> + Send + 'static,
+{
+    Box::new(f)
+}
 
 /// Batches of more than this many tasks are split into chunks bigger than one task.
 const SINGLE_CHUNK_LIMIT: usize = 256;
@@ -69,38 +86,40 @@ fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
     cv.wait(g).unwrap_or_else(|e| e.into_inner())
 }
 
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The handle a running task gets for adding tasks to the same run.
 ///
 /// Tasks added during an attempt are kept only if that attempt commits (an aborted attempt's
 /// additions are dropped with it), and then run within the same [`TransactionQueue::run`]. In
 /// unordered mode the first task a task adds runs next on the same worker (for locality, as
 /// PyPy's `transaction` module did); in ordered mode added tasks go to the end of the order.
+/// Added tasks get the queue's state like the others.
 ///
 /// ```
 /// use stm_core::TVar;
 /// use stm_loop::TransactionQueue;
 /// use std::sync::Arc;
 ///
-/// let count = Arc::new(TVar::new(0u64));
-/// let mut q = TransactionQueue::with_workers(2);
-/// let c = count.clone();
-/// q.add_with(move |tx, spawner| {
-///     tx.modify(&c, |n| n + 1)?;
+/// let mut q = TransactionQueue::with_state(Arc::new(TVar::new(0u64))).workers(2);
+/// q.add_with(|tx, count, spawner| {
+///     tx.modify(count, |n| n + 1)?;
 ///     for _ in 0..3 {
-///         let c = c.clone();
-///         spawner.add(move |tx| tx.modify(&c, |n| n + 10).map(drop));
+///         spawner.add(|tx, count| tx.modify(count, |n| n + 10).map(drop));
 ///     }
 ///     Ok(())
 /// });
 /// let stats = q.run();
-/// assert_eq!(count.load(), 31);
+/// assert_eq!(q.state().load(), 31);
 /// assert_eq!(stats.tasks, 4);
 /// ```
-pub struct Spawner {
-    added: RefCell<Vec<TaskFn>>,
+pub struct Spawner<S = ()> {
+    added: RefCell<Vec<TaskFn<S>>>,
 }
 
-impl Spawner {
+impl<S> Spawner<S> {
     fn new() -> Self {
         Spawner {
             added: RefCell::new(Vec::new()),
@@ -108,27 +127,35 @@ impl Spawner {
     }
 
     /// Adds a task to the running batch (kept if the current attempt commits).
-    pub fn add(&self, mut task: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static) {
+    pub fn add(
+        &self,
+        mut task: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static,
+    ) {
         self.added
             .borrow_mut()
-            .push(Box::new(move |tx: &mut Tx, _: &Spawner| task(tx)));
+            .push(task_fn(move |tx, state, _| task(tx, state)));
     }
 
     /// Adds a task that can itself add tasks.
-    pub fn add_with(&self, task: impl FnMut(&mut Tx, &Spawner) -> TxResult<()> + Send + 'static) {
-        self.added.borrow_mut().push(Box::new(task));
+    pub fn add_with(
+        &self,
+        task: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S, &Spawner<S>) -> TxResult<()>
+        + Send
+        + 'static,
+    ) {
+        self.added.borrow_mut().push(task_fn(task));
     }
 
     fn clear(&self) {
         self.added.borrow_mut().clear();
     }
 
-    fn take(&self) -> Vec<TaskFn> {
+    fn take(&self) -> Vec<TaskFn<S>> {
         std::mem::take(&mut *self.added.borrow_mut())
     }
 }
 
-impl fmt::Debug for Spawner {
+impl<S> fmt::Debug for Spawner<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Spawner")
             .field("added", &self.added.borrow().len())
@@ -215,17 +242,20 @@ impl std::error::Error for TaskPanic {}
 /// parallel, and the outcome is that of running them one by one in *some* order (unordered, the
 /// default) or *in add order* ([`ordered(true)`](Self::ordered)).
 ///
+/// Every task gets the queue's shared state `&S` beside the transaction, as a web framework
+/// hands its handlers the application state: the reference lasts for the whole attempt, so the
+/// task may write the `TVar`s and collections inside it.
+///
 /// ```
 /// use stm_core::TVar;
 /// use stm_loop::TransactionQueue;
 /// use std::sync::Arc;
 ///
 /// let total = Arc::new(TVar::new(0u64));
-/// let mut q = TransactionQueue::with_workers(2);
+/// let mut q = TransactionQueue::with_state(total.clone()).workers(2);
 /// for i in 1..=100u64 {
-///     let total = total.clone();
-///     q.add(move |tx| {
-///         tx.modify(&total, |t| t + i)?;
+///     q.add(move |tx, total| {
+///         tx.modify(total, |t| t + i)?;
 ///         Ok(())
 ///     });
 /// }
@@ -234,72 +264,74 @@ impl std::error::Error for TaskPanic {}
 /// assert_eq!(stats.commits, 100);
 /// ```
 ///
-/// The calling thread works too: `with_workers(n)` keeps `n - 1` helper threads, and
-/// `with_workers(1)` runs everything on the caller.
-pub struct TransactionQueue {
-    shared: Arc<Shared>,
-    helpers: Vec<JoinHandle<()>>,
+/// The calling thread works too: `workers(n)` keeps `n - 1` helper threads, and `workers(1)`
+/// runs everything on the caller. [`TransactionQueue::new`] and
+/// [`with_workers`](TransactionQueue::with_workers) make a queue whose state is `()`.
+pub struct TransactionQueue<S: Send + Sync + 'static = ()> {
+    state: Arc<S>,
+    pool: Pool<S>,
     ordered: bool,
-    pending: Vec<TaskFn>,
+    pending: Vec<TaskFn<S>>,
     last: RunStats,
 }
 
-impl fmt::Debug for TransactionQueue {
+impl<S: Send + Sync + 'static> fmt::Debug for TransactionQueue<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TransactionQueue")
-            .field("workers", &self.workers())
+            .field("workers", &self.worker_count())
             .field("ordered", &self.ordered)
             .field("pending", &self.pending.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-impl Default for TransactionQueue {
+impl<S: Default + Send + Sync + 'static> Default for TransactionQueue<S> {
+    /// A queue with `S::default()` as its state and one worker per available core.
     fn default() -> Self {
-        Self::new()
+        Self::with_state(Arc::new(S::default()))
     }
 }
 
 impl TransactionQueue {
-    /// A queue with one worker per available core (`std::thread::available_parallelism`).
+    /// A queue with no state (`()`) and one worker per available core
+    /// (`std::thread::available_parallelism`).
     pub fn new() -> Self {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::with_workers(n)
+        Self::with_state(Arc::new(()))
     }
 
-    /// A queue with `workers` workers: the calling thread and `workers - 1` helper threads,
-    /// started now and kept until the queue is dropped. `0` is taken as `1`.
-    ///
-    /// # Panics
-    ///
-    /// If the operating system refuses to start a thread (as `std::thread::spawn` does).
+    /// A queue with no state (`()`) and `workers` workers (see [`workers`](Self::workers)).
     pub fn with_workers(workers: usize) -> Self {
-        let workers = workers.max(1);
-        let shared = Arc::new(Shared {
-            control: Mutex::new(Control {
-                run: None,
-                run_id: 0,
-                invited: 0,
-                shutdown: false,
-            }),
-            wake: Condvar::new(),
-            helpers: workers - 1,
-        });
-        let helpers = (1..workers)
-            .map(|i| {
-                let shared = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("stm-loop-worker-{i}"))
-                    .spawn(move || helper_main(&shared))
-                    .expect("stm-loop: cannot start a worker thread")
-            })
-            .collect();
+        Self::with_state(Arc::new(())).workers(workers)
+    }
+}
+
+impl<S: Send + Sync + 'static> TransactionQueue<S> {
+    /// A queue whose tasks all get `&state`, with one worker per available core (choose
+    /// another number with [`workers`](Self::workers)).
+    pub fn with_state(state: Arc<S>) -> Self {
         TransactionQueue {
-            shared,
-            helpers,
+            state,
+            pool: Pool::new(available_cores()),
             ordered: false,
             pending: Vec::new(),
             last: RunStats::default(),
+        }
+    }
+
+    /// The number of workers (builder): the calling thread and `workers - 1` helper threads,
+    /// started by the first run and kept until the queue is dropped. `0` is taken as `1`.
+    /// Called after a run, it stops that run's helpers (if their number differs); the added
+    /// tasks stay.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.set_workers(workers);
+        self
+    }
+
+    /// [`workers`](Self::workers), in place.
+    pub(crate) fn set_workers(&mut self, workers: usize) {
+        let workers = workers.max(1);
+        if workers != self.worker_count() {
+            self.pool = Pool::new(workers);
         }
     }
 
@@ -321,13 +353,12 @@ impl TransactionQueue {
     /// use std::sync::Arc;
     ///
     /// let log = Arc::new(TBox::new(Vec::new()));
-    /// let mut q = TransactionQueue::with_workers(2).ordered(true);
+    /// let mut q = TransactionQueue::with_state(log.clone()).workers(2).ordered(true);
     /// for i in 0..50 {
-    ///     let log = log.clone();
-    ///     q.add(move |tx| {
-    ///         let mut l = tx.read_box(&log)?.clone();
+    ///     q.add(move |tx, log| {
+    ///         let mut l = tx.read_box(log)?.clone();
     ///         l.push(i);
-    ///         tx.write_box(&log, l)
+    ///         tx.write_box(log, l)
     ///     });
     /// }
     /// q.run();
@@ -343,9 +374,14 @@ impl TransactionQueue {
         self.ordered
     }
 
+    /// The state every task gets.
+    pub fn state(&self) -> &Arc<S> {
+        &self.state
+    }
+
     /// The number of workers (the caller included).
-    pub fn workers(&self) -> usize {
-        self.helpers.len() + 1
+    pub fn worker_count(&self) -> usize {
+        self.pool.workers()
     }
 
     /// Tasks added and not yet run.
@@ -355,17 +391,48 @@ impl TransactionQueue {
 
     /// Adds a task for the next run. It runs as a transaction: it may run several times, and
     /// only its committed attempt has effects; do output in [`Tx::after_commit`].
-    pub fn add(&mut self, mut task: impl FnMut(&mut Tx) -> TxResult<()> + Send + 'static) {
+    ///
+    /// The task gets the queue's state for the attempt. Data of its own that it must write (an
+    /// `Arc<TVar<_>>` it captured) it lends to the transaction with [`Tx::hold`], which keeps a
+    /// clone alive until the attempt is over:
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    /// use stm_loop::TransactionQueue;
+    /// use std::sync::Arc;
+    ///
+    /// let total = Arc::new(TVar::new(0u64));
+    /// let mut q = TransactionQueue::with_state(total.clone()).workers(2);
+    /// let mine: Vec<Arc<TVar<u64>>> = (0..4).map(|_| Arc::new(TVar::new(0))).collect();
+    /// for v in &mine {
+    ///     let v = v.clone();
+    ///     q.add(move |tx, total| {
+    ///         let v = tx.hold(v.clone()); // `v` itself is only borrowed for this call
+    ///         tx.modify(v, |n| n + 1)?;
+    ///         tx.modify(total, |t| t + 1)?;
+    ///         Ok(())
+    ///     });
+    /// }
+    /// q.run();
+    /// assert!(mine.iter().all(|v| v.load() == 1));
+    /// assert_eq!(total.load(), 4);
+    /// ```
+    pub fn add(
+        &mut self,
+        mut task: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static,
+    ) {
         self.pending
-            .push(Box::new(move |tx: &mut Tx, _: &Spawner| task(tx)));
+            .push(task_fn(move |tx, state, _| task(tx, state)));
     }
 
     /// Adds a task that gets a [`Spawner`] for adding further tasks to the same run.
     pub fn add_with(
         &mut self,
-        task: impl FnMut(&mut Tx, &Spawner) -> TxResult<()> + Send + 'static,
+        task: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S, &Spawner<S>) -> TxResult<()>
+        + Send
+        + 'static,
     ) {
-        self.pending.push(Box::new(task));
+        self.pending.push(task_fn(task));
     }
 
     /// The statistics of the last run.
@@ -381,7 +448,9 @@ impl TransactionQueue {
     /// # Panics
     ///
     /// If a task panicked: the other tasks all ran, the queue stays usable, and the first
-    /// panic is re-raised here (use [`try_run`](Self::try_run) to get it as a value).
+    /// panic is re-raised here (use [`try_run`](Self::try_run) to get it as a value). Also if
+    /// the operating system refuses to start the helper threads (the first run starts them),
+    /// as `std::thread::spawn` does.
     pub fn run(&mut self) -> RunStats {
         match self.try_run() {
             Ok(s) => s,
@@ -390,26 +459,35 @@ impl TransactionQueue {
     }
 
     /// Like [`run`](Self::run), but a panic of a task comes back as `Err(TaskPanic)`.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system refuses to start the helper threads, as `std::thread::spawn`
+    /// does.
     pub fn try_run(&mut self) -> Result<RunStats, TaskPanic> {
         let start = Instant::now();
-        let tasks = std::mem::take(&mut self.pending);
-        let n = tasks.len();
-        if n == 0 {
+        if self.pending.is_empty() {
             self.last = RunStats::default();
             return Ok(self.last);
         }
+        // Before taking the tasks: if a helper cannot start, they stay added.
+        self.pool.start();
+        let tasks = std::mem::take(&mut self.pending);
+        let n = tasks.len();
+        let shared = &self.pool.shared;
         let run = Arc::new(Run::new(
             tasks,
+            self.state.clone(),
             self.ordered,
-            self.workers(),
-            self.shared.clone(),
+            self.pool.workers(),
+            shared.clone(),
         ));
-        if !self.helpers.is_empty() {
-            self.shared.invite(&run, self.helpers.len().min(n - 1));
+        if shared.helpers > 0 {
+            shared.invite(&run, shared.helpers.min(n - 1));
         }
         run.work();
         // Late helpers must not join a finished run (harmless, but wasted wake-ups).
-        self.shared.close(&run);
+        shared.close(&run);
         // Relaxed: `work` returned after an Acquire load of `outstanding == 0`, which every
         // worker's AcqRel `fetch_sub` (sequenced after its statistics) released.
         let panics = run.panics.load(Ordering::Relaxed);
@@ -429,7 +507,55 @@ impl TransactionQueue {
     }
 }
 
-impl Drop for TransactionQueue {
+// ---------------------------------------------------------------------------------------------
+// The helper threads
+// ---------------------------------------------------------------------------------------------
+
+/// A queue's helper threads: started by the first run, stopped and joined when dropped.
+struct Pool<S> {
+    shared: Arc<Shared<S>>,
+    helpers: Vec<JoinHandle<()>>,
+}
+
+impl<S> Pool<S> {
+    /// A pool of `workers` workers (the caller and `workers - 1` helpers), none started yet.
+    fn new(workers: usize) -> Self {
+        Pool {
+            shared: Arc::new(Shared {
+                control: Mutex::new(Control {
+                    run: None,
+                    run_id: 0,
+                    invited: 0,
+                    shutdown: false,
+                }),
+                wake: Condvar::new(),
+                helpers: workers.max(1) - 1,
+            }),
+            helpers: Vec::new(),
+        }
+    }
+
+    /// The caller and the helpers.
+    fn workers(&self) -> usize {
+        self.shared.helpers + 1
+    }
+}
+
+impl<S: Send + Sync + 'static> Pool<S> {
+    /// Starts the helper threads, unless they run already.
+    fn start(&mut self) {
+        while self.helpers.len() < self.shared.helpers {
+            let shared = self.shared.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("stm-loop-worker-{}", self.helpers.len() + 1))
+                .spawn(move || helper_main(&shared))
+                .expect("stm-loop: cannot start a worker thread");
+            self.helpers.push(h);
+        }
+    }
+}
+
+impl<S> Drop for Pool<S> {
     fn drop(&mut self) {
         lock(&self.shared.control).shutdown = true;
         self.shared.wake.notify_all();
@@ -444,14 +570,14 @@ impl Drop for TransactionQueue {
 // Helpers and invitations
 // ---------------------------------------------------------------------------------------------
 
-struct Shared {
-    control: Mutex<Control>,
+struct Shared<S> {
+    control: Mutex<Control<S>>,
     wake: Condvar,
     helpers: usize,
 }
 
-struct Control {
-    run: Option<Arc<Run>>,
+struct Control<S> {
+    run: Option<Arc<Run<S>>>,
     /// Increases with every run, so a helper joins each run at most once.
     run_id: u64,
     /// Helpers still wanted in the current run.
@@ -459,8 +585,8 @@ struct Control {
     shutdown: bool,
 }
 
-impl Shared {
-    fn invite(&self, run: &Arc<Run>, k: usize) {
+impl<S> Shared<S> {
+    fn invite(&self, run: &Arc<Run<S>>, k: usize) {
         let mut c = lock(&self.control);
         c.run = Some(run.clone());
         c.run_id += 1;
@@ -481,7 +607,7 @@ impl Shared {
     }
 
     /// Invites up to `k` more helpers into `run`, if it is still the current run.
-    fn invite_more(&self, run: &Arc<Run>, k: usize) {
+    fn invite_more(&self, run: &Arc<Run<S>>, k: usize) {
         let mut c = lock(&self.control);
         if !c.run.as_ref().is_some_and(|r| Arc::ptr_eq(r, run)) {
             return;
@@ -500,7 +626,7 @@ impl Shared {
         }
     }
 
-    fn close(&self, run: &Arc<Run>) {
+    fn close(&self, run: &Arc<Run<S>>) {
         let mut c = lock(&self.control);
         if c.run.as_ref().is_some_and(|r| Arc::ptr_eq(r, run)) {
             c.run = None;
@@ -509,7 +635,7 @@ impl Shared {
     }
 }
 
-fn helper_main(shared: &Shared) {
+fn helper_main<S>(shared: &Shared<S>) {
     let mut joined = 0u64;
     loop {
         let run = {
@@ -536,13 +662,13 @@ fn helper_main(shared: &Shared) {
 // One run
 // ---------------------------------------------------------------------------------------------
 
-struct Item {
+struct Item<S> {
     seq: u64,
-    task: TaskFn,
+    task: TaskFn<S>,
 }
 
-struct Extra {
-    queue: VecDeque<Item>,
+struct Extra<S> {
+    queue: VecDeque<Item<S>>,
     sleepers: usize,
 }
 
@@ -554,14 +680,16 @@ struct Turn {
 /// Returned by an ordered attempt that must wait for its turn outside the transaction.
 struct NotYourTurn;
 
-struct Run {
+struct Run<S> {
     /// The queue's helpers, for inviting more of them when tasks add tasks. (A cycle while the
     /// run is current, broken by `Shared::close`.)
-    shared: Arc<Shared>,
+    shared: Arc<Shared<S>>,
+    /// The queue's state, lent to every attempt.
+    state: Arc<S>,
     ordered: bool,
-    chunks: Box<[Mutex<Vec<Item>>]>,
+    chunks: Box<[Mutex<Vec<Item<S>>>]>,
     next_chunk: AtomicUsize,
-    extra: Mutex<Extra>,
+    extra: Mutex<Extra<S>>,
     more: Condvar,
     /// Tasks published and not yet finished.
     outstanding: AtomicUsize,
@@ -579,8 +707,14 @@ struct Run {
     first_panic: Mutex<Option<Box<dyn Any + Send + 'static>>>,
 }
 
-impl Run {
-    fn new(tasks: Vec<TaskFn>, ordered: bool, workers: usize, shared: Arc<Shared>) -> Self {
+impl<S> Run<S> {
+    fn new(
+        tasks: Vec<TaskFn<S>>,
+        state: Arc<S>,
+        ordered: bool,
+        workers: usize,
+        shared: Arc<Shared<S>>,
+    ) -> Self {
         let n = tasks.len();
         let chunk = if ordered || n <= SINGLE_CHUNK_LIMIT {
             1
@@ -606,6 +740,7 @@ impl Run {
         }
         Run {
             shared,
+            state,
             ordered,
             chunks: chunks.into_boxed_slice(),
             next_chunk: AtomicUsize::new(0),
@@ -632,7 +767,7 @@ impl Run {
 
     /// The worker loop, for the caller and for helpers: returns when the run is over.
     fn work(self: &Arc<Self>) {
-        let mut local: Option<Item> = None;
+        let mut local: Option<Item<S>> = None;
         let mut done = 0usize;
         loop {
             if let Some(item) = local.take() {
@@ -688,7 +823,7 @@ impl Run {
     }
 
     /// Runs one task to its commit (or panic); returns the task to run next on this worker.
-    fn execute(self: &Arc<Self>, mut item: Item) -> Option<Item> {
+    fn execute(self: &Arc<Self>, mut item: Item<S>) -> Option<Item<S>> {
         let spawner = Spawner::new();
         let seq = item.seq;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -729,12 +864,13 @@ impl Run {
     }
 
     /// Unordered: one transaction. Returns the number of attempts that did not commit.
-    fn transact(&self, task: &mut TaskFn, spawner: &Spawner) -> u64 {
+    fn transact(&self, task: &mut TaskFn<S>, spawner: &Spawner<S>) -> u64 {
+        let state = &*self.state;
         let mut attempts = 0u64;
         let r: Result<(), ()> = try_atomically(|tx| {
             attempts += 1;
             spawner.clear();
-            task(tx, spawner)?;
+            task(tx, state, spawner)?;
             Ok(())
         });
         debug_assert!(r.is_ok());
@@ -742,7 +878,8 @@ impl Run {
     }
 
     /// Ordered: see the module doc. Returns the number of attempts that did not commit.
-    fn transact_ordered(&self, task: &mut TaskFn, seq: u64, spawner: &Spawner) -> u64 {
+    fn transact_ordered(&self, task: &mut TaskFn<S>, seq: u64, spawner: &Spawner<S>) -> u64 {
+        let state = &*self.state;
         let mut aborts = 0u64;
         let mut first = true;
         loop {
@@ -754,7 +891,7 @@ impl Run {
                     return Err(TxError::User(NotYourTurn));
                 }
                 spawner.clear();
-                task(tx, spawner)?;
+                task(tx, state, spawner)?;
                 if self.turn() != seq {
                     if tx.is_inevitable() {
                         return Err(TxError::User(NotYourTurn));
@@ -776,7 +913,7 @@ impl Run {
     }
 
     /// Publishes the tasks a committed task added; returns the one to run next here.
-    fn publish(self: &Arc<Self>, added: Vec<TaskFn>) -> Option<Item> {
+    fn publish(self: &Arc<Self>, added: Vec<TaskFn<S>>) -> Option<Item<S>> {
         if added.is_empty() {
             return None;
         }

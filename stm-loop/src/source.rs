@@ -67,11 +67,10 @@ impl Readiness {
 /// let (tx, rx) = mpsc::channel::<u64>();
 /// for i in 0..10 { tx.send(i).unwrap(); }
 /// drop(tx);
-/// let mut q = TransactionQueue::with_workers(2);
+/// let mut q = TransactionQueue::with_state(hits.clone()).workers(2);
 /// let batch: Vec<u64> = rx.iter().collect();      // everything that arrived since last time
 /// for weight in batch {
-///     let hits = hits.clone();
-///     q.add(move |tx| tx.modify(&hits, |h| h + weight).map(drop));
+///     q.add(move |tx, hits| tx.modify(hits, |h| h + weight).map(drop));
 /// }
 /// q.run();                                           // one batch, in parallel, serializable
 /// assert_eq!(hits.load(), 45);

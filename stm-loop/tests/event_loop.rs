@@ -14,13 +14,19 @@ fn ready(token: usize) -> Readiness {
     }
 }
 
+/// A state of one word, for the tests that need no more.
+fn word() -> Arc<TVar<u64>> {
+    Arc::new(TVar::new(0))
+}
+
 #[test]
 fn callbacks_run_as_one_batch_per_turn() {
-    let mut ev = EventLoop::with_workers(ScriptedSource::new(), 2);
-    let n = Arc::new(TVar::new(0u64));
+    let n = word();
+    let mut ev = EventLoop::with_state(ScriptedSource::new(), n.clone()).workers(2);
+    assert_eq!(ev.queue().worker_count(), 2);
+    assert!(Arc::ptr_eq(ev.state(), &n));
     for _ in 0..10 {
-        let n = n.clone();
-        ev.add_callback(move |tx| tx.modify(&n, |x| x + 1).map(drop));
+        ev.add_callback(|tx, n| tx.modify(n, |x| x + 1).map(drop));
     }
     let t = ev.run_once(Some(Duration::ZERO)).unwrap();
     assert_eq!(t.callbacks.commits, 10);
@@ -38,12 +44,12 @@ fn a_callback_added_by_a_callback_runs_next_turn_and_the_poll_does_not_wait() {
     let h = ev.handle();
     let order = Arc::new(Mutex::new(Vec::new()));
     let o = order.clone();
-    ev.add_callback(move |tx| {
+    ev.add_callback(move |tx, _| {
         let (h, o) = (h.clone(), o.clone());
         tx.after_commit(move || {
             o.lock().unwrap().push("first");
             let o = o.clone();
-            h.add_callback(move |tx| {
+            h.add_callback(move |tx, _| {
                 let o = o.clone();
                 tx.after_commit(move || o.lock().unwrap().push("second"));
                 Ok(())
@@ -73,7 +79,7 @@ fn timers_fire_in_deadline_order_and_bound_the_poll() {
     let start = Instant::now();
     for (name, delay_ms) in [("a", 40u64), ("b", 10), ("c", 25)] {
         let order = order.clone();
-        ev.call_later(Duration::from_millis(delay_ms), move |tx| {
+        ev.call_later(Duration::from_millis(delay_ms), move |tx, _| {
             let order = order.clone();
             tx.after_commit(move || order.lock().unwrap().push((name, start.elapsed())));
             Ok(())
@@ -82,13 +88,15 @@ fn timers_fire_in_deadline_order_and_bound_the_poll() {
     let o = order.clone();
     ev.call_at(
         start - Duration::from_millis(1).min(start.elapsed()),
-        move |tx| {
+        move |tx, _| {
             let o = o.clone();
             tx.after_commit(move || o.lock().unwrap().push(("past", Duration::ZERO)));
             Ok(())
         },
     );
-    let cancelled = ev.call_later(Duration::from_millis(5), |_| panic!("cancelled timer ran"));
+    let cancelled = ev.call_later(Duration::from_millis(5), |_, _| {
+        panic!("cancelled timer ran")
+    });
     assert!(ev.handle().cancel_timer(cancelled));
     assert!(!ev.handle().cancel_timer(cancelled));
     // Bounded: at most 200 turns (each waits for the next timer, so a handful suffice).
@@ -131,13 +139,13 @@ fn timers_fire_in_deadline_order_and_bound_the_poll() {
 fn handlers_of_all_ready_tokens_run_as_one_batch() {
     let source = ScriptedSource::new();
     let script = source.handle();
-    let mut ev = EventLoop::with_workers(source, 2);
-    let total = Arc::new(TVar::new(0u64));
+    let total = word();
+    let mut ev = EventLoop::with_state(source, total.clone()).workers(2);
     let seen = Arc::new(Mutex::new(Vec::new()));
     for token in 0..100usize {
-        let (total, seen) = (total.clone(), seen.clone());
-        ev.set_handler(token, move |tx, r| {
-            tx.modify(&total, |t| t + 1)?;
+        let seen = seen.clone();
+        ev.set_handler(token, move |tx, total, r| {
+            tx.modify(total, |t| t + 1)?;
             let seen = seen.clone();
             tx.after_commit(move || seen.lock().unwrap().push(r));
             Ok(())
@@ -171,13 +179,12 @@ fn handlers_of_all_ready_tokens_run_as_one_batch() {
 fn handler_state_persists_and_handlers_can_be_removed() {
     let source = ScriptedSource::new();
     let script = source.handle();
-    let mut ev = EventLoop::with_workers(source, 1);
-    let calls = Arc::new(TVar::new(0u64));
-    let c = calls.clone();
+    let calls = word();
+    let mut ev = EventLoop::with_state(source, calls.clone()).workers(1);
     let mut own = 0u64; // closure state, outside the STM
-    ev.set_handler(5, move |tx, _| {
+    ev.set_handler(5, move |tx, calls, _| {
         own += 1;
-        tx.write(&c, own)?;
+        tx.write(calls, own)?;
         Ok(())
     });
     for _ in 0..3 {
@@ -206,7 +213,7 @@ fn stop_from_another_thread_and_from_a_callback() {
 
     let h = ev.handle();
     let turns_before = ev.turns();
-    ev.add_callback(move |tx| {
+    ev.add_callback(move |tx, _| {
         let h = h.clone();
         tx.after_commit(move || h.stop());
         Ok(())
@@ -219,18 +226,17 @@ fn stop_from_another_thread_and_from_a_callback() {
 fn a_panicking_handler_does_not_stop_the_loop() {
     let source = ScriptedSource::new();
     let script = source.handle();
-    let mut ev = EventLoop::with_workers(source, 2);
-    let ok = Arc::new(TVar::new(0u64));
-    ev.set_handler(1, |_, _| panic!("handler 1 is broken"));
+    let ok = word();
+    let mut ev = EventLoop::with_state(source, ok.clone()).workers(2);
+    ev.set_handler(1, |_, _, _| panic!("handler 1 is broken"));
     for token in 2..10 {
-        let ok = ok.clone();
-        ev.set_handler(token, move |tx, _| tx.modify(&ok, |x| x + 1).map(drop));
+        ev.set_handler(token, |tx, ok, _| tx.modify(ok, |x| x + 1).map(drop));
     }
     script.push((1..10).map(ready).collect());
     let t = ev.run_once(None).unwrap();
     assert_eq!((t.handlers.panics, t.handlers.commits), (1, 8));
     assert_eq!(ok.load(), 8);
-    ev.add_callback(|_| panic!("callback broken"));
+    ev.add_callback(|_, _| panic!("callback broken"));
     let t = ev.run_once(Some(Duration::ZERO)).unwrap();
     assert_eq!(t.callbacks.panics, 1);
     script.push(vec![ready(2)]);
@@ -258,11 +264,10 @@ fn wake_interrupts_a_blocking_poll() {
 fn many_turns_with_small_batches() {
     let source = ScriptedSource::new();
     let script = source.handle();
-    let mut ev = EventLoop::with_workers(source, 2);
-    let total = Arc::new(TVar::new(0u64));
+    let total = word();
+    let mut ev = EventLoop::with_state(source, total.clone()).workers(2);
     for token in 0..4 {
-        let total = total.clone();
-        ev.set_handler(token, move |tx, _| tx.modify(&total, |t| t + 1).map(drop));
+        ev.set_handler(token, |tx, total, _| tx.modify(total, |t| t + 1).map(drop));
     }
     for i in 0..2_000usize {
         script.push((0..(i % 4 + 1)).map(ready).collect());
@@ -295,7 +300,7 @@ fn the_polling_backend_drives_the_loop() {
     // Bytes read are kept here, outside the transaction, until a commit hands them on: an
     // attempt that aborted would leave them for the next one.
     let read = Arc::new(Mutex::new(Vec::new()));
-    ev.set_handler(3, move |tx, r| {
+    ev.set_handler(3, move |tx, _, r| {
         assert!(r.readable);
         let mut buf = [0u8; 64];
         while let Ok(n) = (&*s).read(&mut buf) {

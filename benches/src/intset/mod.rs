@@ -79,19 +79,19 @@ impl Write for PlainMut<'_> {
 }
 
 /// Transactional words: every access goes through the running [`Tx`].
-pub struct TxMem<'a> {
-    tx: &'a Tx,
-    words: &'a [TVar<u32>],
+pub struct TxMem<'a, 't, 'env> {
+    tx: &'a Tx<'t, 'env>,
+    words: &'t [TVar<u32>],
 }
 
-impl Read for TxMem<'_> {
+impl Read for TxMem<'_, '_, '_> {
     #[inline]
     fn get(&self, i: usize) -> Result<u32, Abort> {
         self.tx.read(&self.words[i])
     }
 }
 
-impl Write for TxMem<'_> {
+impl Write for TxMem<'_, '_, '_> {
     #[inline]
     fn set(&mut self, i: usize, v: u32) -> Result<(), Abort> {
         self.tx.write(&self.words[i], v)

@@ -141,7 +141,7 @@ impl TCounter {
     /// assert_eq!(c.load(), 3);
     /// ```
     #[track_caller]
-    pub fn add(&self, tx: &Tx, delta: i64) -> TxResult<()> {
+    pub fn add<'t>(&'t self, tx: &Tx<'t, '_>, delta: i64) -> TxResult<()> {
         let shard = &self.shards[thread_slot() & (self.shards.len() - 1)];
         let v = tx.read(shard)?;
         tx.write(shard, v.wrapping_add(delta))
@@ -157,7 +157,7 @@ impl TCounter {
     /// assert_eq!(atomically(|tx| c.get(tx)), 7);
     /// ```
     #[track_caller]
-    pub fn get(&self, tx: &Tx) -> TxResult<i64> {
+    pub fn get(&self, tx: &Tx<'_, '_>) -> TxResult<i64> {
         let mut sum = 0i64;
         for s in self.shards.iter() {
             sum = sum.wrapping_add(tx.read(s)?);

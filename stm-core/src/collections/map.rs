@@ -209,7 +209,7 @@ where
     #[inline]
     fn bucket_of<'a, Q: Hash + ?Sized>(
         &'a self,
-        tx: &'a Tx,
+        tx: &Tx<'a, '_>,
         key: &Q,
     ) -> TxResult<&'a TBox<Bucket<K, V>>> {
         let table = tx.read_box(&self.inner.table)?;
@@ -233,7 +233,7 @@ where
     /// let leaked: Option<&u32> = atomically(|tx| m.get(tx, &1));
     /// ```
     #[track_caller]
-    pub fn get<'a, Q>(&'a self, tx: &'a Tx, key: &Q) -> TxResult<Option<&'a V>>
+    pub fn get<'a, Q>(&'a self, tx: &Tx<'a, '_>, key: &Q) -> TxResult<Option<&'a V>>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -254,7 +254,7 @@ where
     /// assert!(atomically(|tx| m.contains_key(tx, &3)));
     /// ```
     #[track_caller]
-    pub fn contains_key<Q>(&self, tx: &Tx, key: &Q) -> TxResult<bool>
+    pub fn contains_key<'t, Q>(&'t self, tx: &Tx<'t, '_>, key: &Q) -> TxResult<bool>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -272,7 +272,7 @@ where
     /// assert_eq!(atomically(|tx| m.insert(tx, 1u32, "uno")), Some("one"));
     /// ```
     #[track_caller]
-    pub fn insert(&self, tx: &Tx, key: K, value: V) -> TxResult<Option<V>> {
+    pub fn insert<'t>(&'t self, tx: &Tx<'t, '_>, key: K, value: V) -> TxResult<Option<V>> {
         let table = tx.read_box(&self.inner.table)?;
         let cell = table.bucket(self.hash(&key));
         let cur = tx.read_box(cell)?;
@@ -307,7 +307,7 @@ where
     /// assert_eq!(atomically(|tx| m.remove(tx, &1)), None);
     /// ```
     #[track_caller]
-    pub fn remove<Q>(&self, tx: &Tx, key: &Q) -> TxResult<Option<V>>
+    pub fn remove<'t, Q>(&'t self, tx: &Tx<'t, '_>, key: &Q) -> TxResult<Option<V>>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -336,7 +336,7 @@ where
     /// assert_eq!(atomically(|tx| m.len(tx)), 2);
     /// ```
     #[track_caller]
-    pub fn len(&self, tx: &Tx) -> TxResult<usize> {
+    pub fn len(&self, tx: &Tx<'_, '_>) -> TxResult<usize> {
         Ok(self.inner.count.get(tx)?.max(0) as usize)
     }
 
@@ -347,7 +347,7 @@ where
     /// assert!(stm_core::atomically(|tx| m.is_empty(tx)));
     /// ```
     #[track_caller]
-    pub fn is_empty(&self, tx: &Tx) -> TxResult<bool> {
+    pub fn is_empty(&self, tx: &Tx<'_, '_>) -> TxResult<bool> {
         Ok(self.len(tx)? == 0)
     }
 
@@ -363,7 +363,7 @@ where
     /// assert_eq!(sum, 30);
     /// ```
     #[track_caller]
-    pub fn iter<'a>(&'a self, tx: &'a Tx) -> TxResult<Iter<'a, K, V>> {
+    pub fn iter<'a>(&'a self, tx: &Tx<'a, '_>) -> TxResult<Iter<'a, K, V>> {
         let table = tx.read_box(&self.inner.table)?;
         let mut buckets = Vec::new();
         for cell in table.buckets.iter() {
@@ -389,7 +389,7 @@ where
     /// assert!(atomically(|tx| m.is_empty(tx)));
     /// ```
     #[track_caller]
-    pub fn clear(&self, tx: &Tx) -> TxResult<()> {
+    pub fn clear<'t>(&'t self, tx: &Tx<'t, '_>) -> TxResult<()> {
         let table = tx.read_box(&self.inner.table)?;
         let mut removed = 0i64;
         for cell in table.buckets.iter() {

@@ -51,13 +51,17 @@
 //! use stm_core::collections::{TCounter, TMap};
 //! use std::sync::Arc;
 //!
-//! fn hit(hits: &TMap<String, Arc<TCounter>>, tx: &Tx, path: &str) -> TxResult<()> {
+//! fn hit<'t>(
+//!     hits: &'t TMap<String, Arc<TCounter>>,
+//!     tx: &Tx<'t, '_>,
+//!     path: &str,
+//! ) -> TxResult<()> {
 //!     if let Some(c) = hits.get(tx, path)? {
 //!         return c.add(tx, 1); // a read of the bucket and a write of our shard
 //!     }
 //!     let c = Arc::new(TCounter::new());
-//!     c.add(tx, 1)?;
-//!     hits.insert(tx, path.to_string(), c).map(drop)
+//!     hits.insert(tx, path.to_string(), c.clone())?;
+//!     tx.hold(c).add(tx, 1) // the transaction keeps its clone until the commit
 //! }
 //!
 //! let hits = TMap::new();

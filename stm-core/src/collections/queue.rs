@@ -140,7 +140,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// assert_eq!(stm_core::atomically(|tx| q.pop(tx)), 1);
     /// ```
     #[track_caller]
-    pub fn push(&self, tx: &Tx, value: T) -> TxResult<()> {
+    pub fn push<'t>(&'t self, tx: &Tx<'t, '_>, value: T) -> TxResult<()> {
         let t = tx.read(&self.back.index)?;
         let seg = tx.read_box(&self.back.seg)?;
         let offset = (t - seg.base) as usize;
@@ -158,7 +158,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// The front element's cell and index, moving `front.seg` past a finished segment (a
     /// write, only when `advance`); `None` when the queue is empty.
     #[track_caller]
-    fn front_cell<'a>(&'a self, tx: &'a Tx, advance: bool) -> TxResult<Option<(u64, &'a T)>> {
+    fn front_cell<'a>(&'a self, tx: &Tx<'a, '_>, advance: bool) -> TxResult<Option<(u64, &'a T)>> {
         let h = tx.read(&self.front.index)?;
         let mut seg = tx.read_box(&self.front.seg)?;
         let mut offset = (h - seg.base) as usize;
@@ -185,7 +185,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// assert_eq!(stm_core::atomically(|tx| q.try_pop(tx)), Some('a'));
     /// ```
     #[track_caller]
-    pub fn try_pop(&self, tx: &Tx) -> TxResult<Option<T>> {
+    pub fn try_pop<'t>(&'t self, tx: &Tx<'t, '_>) -> TxResult<Option<T>> {
         let Some((h, v)) = self.front_cell(tx, true)? else {
             return Ok(None);
         };
@@ -206,7 +206,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// assert_eq!(t.join().unwrap(), 42);
     /// ```
     #[track_caller]
-    pub fn pop(&self, tx: &Tx) -> TxResult<T> {
+    pub fn pop<'t>(&'t self, tx: &Tx<'t, '_>) -> TxResult<T> {
         match self.try_pop(tx)? {
             Some(v) => Ok(v),
             None => tx.retry(),
@@ -222,7 +222,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// assert_eq!(stm_core::atomically(|tx| q.len(tx)), 1);
     /// ```
     #[track_caller]
-    pub fn peek(&self, tx: &Tx) -> TxResult<Option<T>> {
+    pub fn peek<'t>(&'t self, tx: &Tx<'t, '_>) -> TxResult<Option<T>> {
         Ok(self.front_cell(tx, false)?.map(|(_, v)| v.clone()))
     }
 
@@ -233,7 +233,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// assert!(stm_core::atomically(|tx| q.is_empty(tx)));
     /// ```
     #[track_caller]
-    pub fn is_empty(&self, tx: &Tx) -> TxResult<bool> {
+    pub fn is_empty<'t>(&'t self, tx: &Tx<'t, '_>) -> TxResult<bool> {
         Ok(self.front_cell(tx, false)?.is_none())
     }
 
@@ -245,7 +245,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// assert_eq!(stm_core::atomically(|tx| q.len(tx)), 2);
     /// ```
     #[track_caller]
-    pub fn len(&self, tx: &Tx) -> TxResult<usize> {
+    pub fn len<'t>(&'t self, tx: &Tx<'t, '_>) -> TxResult<usize> {
         let h = tx.read(&self.front.index)?;
         let t = tx.read(&self.back.index)?;
         Ok((t - h) as usize)
@@ -338,7 +338,7 @@ impl<T: Clone + Send + Sync + 'static> TBoundedQueue<T> {
     /// assert_eq!(stm_core::atomically(|tx| q.try_push(tx, 2)), Err(2));
     /// ```
     #[track_caller]
-    pub fn try_push(&self, tx: &Tx, value: T) -> TxResult<Result<(), T>> {
+    pub fn try_push<'t>(&'t self, tx: &Tx<'t, '_>, value: T) -> TxResult<Result<(), T>> {
         let t = tx.read(&self.tail)?;
         let cell = self.cell(t);
         if tx.read_box(cell)?.is_some() {
@@ -357,7 +357,7 @@ impl<T: Clone + Send + Sync + 'static> TBoundedQueue<T> {
     /// assert_eq!(stm_core::atomically(|tx| q.pop(tx)), "x");
     /// ```
     #[track_caller]
-    pub fn push(&self, tx: &Tx, value: T) -> TxResult<()> {
+    pub fn push<'t>(&'t self, tx: &Tx<'t, '_>, value: T) -> TxResult<()> {
         match self.try_push(tx, value)? {
             Ok(()) => Ok(()),
             Err(_) => tx.retry(),
@@ -371,7 +371,7 @@ impl<T: Clone + Send + Sync + 'static> TBoundedQueue<T> {
     /// assert_eq!(stm_core::atomically(|tx| q.try_pop(tx)), None::<u8>);
     /// ```
     #[track_caller]
-    pub fn try_pop(&self, tx: &Tx) -> TxResult<Option<T>> {
+    pub fn try_pop<'t>(&'t self, tx: &Tx<'t, '_>) -> TxResult<Option<T>> {
         let h = tx.read(&self.head)?;
         let cell = self.cell(h);
         let Some(v) = tx.read_box(cell)? else {
@@ -391,7 +391,7 @@ impl<T: Clone + Send + Sync + 'static> TBoundedQueue<T> {
     /// assert_eq!(stm_core::atomically(|tx| q.pop(tx)), 9);
     /// ```
     #[track_caller]
-    pub fn pop(&self, tx: &Tx) -> TxResult<T> {
+    pub fn pop<'t>(&'t self, tx: &Tx<'t, '_>) -> TxResult<T> {
         match self.try_pop(tx)? {
             Some(v) => Ok(v),
             None => tx.retry(),
@@ -406,7 +406,7 @@ impl<T: Clone + Send + Sync + 'static> TBoundedQueue<T> {
     /// assert_eq!(stm_core::atomically(|tx| q.len(tx)), 2);
     /// ```
     #[track_caller]
-    pub fn len(&self, tx: &Tx) -> TxResult<usize> {
+    pub fn len<'t>(&'t self, tx: &Tx<'t, '_>) -> TxResult<usize> {
         let h = tx.read(&self.head)?;
         let t = tx.read(&self.tail)?;
         Ok((t - h) as usize)
@@ -420,7 +420,7 @@ impl<T: Clone + Send + Sync + 'static> TBoundedQueue<T> {
     /// assert!(stm_core::atomically(|tx| q.is_empty(tx)));
     /// ```
     #[track_caller]
-    pub fn is_empty(&self, tx: &Tx) -> TxResult<bool> {
+    pub fn is_empty<'t>(&'t self, tx: &Tx<'t, '_>) -> TxResult<bool> {
         let h = tx.read(&self.head)?;
         Ok(tx.read_box(self.cell(h))?.is_none())
     }

@@ -93,7 +93,7 @@ where
     /// assert!(stm_core::atomically(|tx| s.insert(tx, 1)));
     /// ```
     #[track_caller]
-    pub fn insert(&self, tx: &Tx, key: K) -> TxResult<bool> {
+    pub fn insert<'t>(&'t self, tx: &Tx<'t, '_>, key: K) -> TxResult<bool> {
         if self.map.contains_key(tx, &key)? {
             // Present: read only, so concurrent "already there" inserts do not conflict.
             return Ok(false);
@@ -109,7 +109,7 @@ where
     /// assert!(stm_core::atomically(|tx| s.remove(tx, &1)));
     /// ```
     #[track_caller]
-    pub fn remove<Q>(&self, tx: &Tx, key: &Q) -> TxResult<bool>
+    pub fn remove<'t, Q>(&'t self, tx: &Tx<'t, '_>, key: &Q) -> TxResult<bool>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -124,7 +124,7 @@ where
     /// assert!(!stm_core::atomically(|tx| s.contains(tx, &1)));
     /// ```
     #[track_caller]
-    pub fn contains<Q>(&self, tx: &Tx, key: &Q) -> TxResult<bool>
+    pub fn contains<'t, Q>(&'t self, tx: &Tx<'t, '_>, key: &Q) -> TxResult<bool>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -140,7 +140,7 @@ where
     /// assert_eq!(stm_core::atomically(|tx| s.len(tx)), 1);
     /// ```
     #[track_caller]
-    pub fn len(&self, tx: &Tx) -> TxResult<usize> {
+    pub fn len(&self, tx: &Tx<'_, '_>) -> TxResult<usize> {
         self.map.len(tx)
     }
 
@@ -151,7 +151,7 @@ where
     /// assert!(stm_core::atomically(|tx| s.is_empty(tx)));
     /// ```
     #[track_caller]
-    pub fn is_empty(&self, tx: &Tx) -> TxResult<bool> {
+    pub fn is_empty(&self, tx: &Tx<'_, '_>) -> TxResult<bool> {
         self.map.is_empty(tx)
     }
 
@@ -164,7 +164,7 @@ where
     /// assert_eq!(v, [5]);
     /// ```
     #[track_caller]
-    pub fn iter<'a>(&'a self, tx: &'a Tx) -> TxResult<SetIter<'a, K>> {
+    pub fn iter<'a>(&'a self, tx: &Tx<'a, '_>) -> TxResult<SetIter<'a, K>> {
         Ok(SetIter {
             inner: self.map.iter(tx)?,
         })
@@ -178,7 +178,7 @@ where
     /// assert!(stm_core::atomically(|tx| s.is_empty(tx)));
     /// ```
     #[track_caller]
-    pub fn clear(&self, tx: &Tx) -> TxResult<()> {
+    pub fn clear<'t>(&'t self, tx: &Tx<'t, '_>) -> TxResult<()> {
         self.map.clear(tx)
     }
 }

@@ -8,7 +8,9 @@
 //!   attempt that runs again does not redo the prime search), then updates the shared state in
 //!   transactional variables (a sharded request counter, `TCounter`; the start-time stamp of
 //!   the last request like Tornado's `_start_time`; per-path hit counters in a
-//!   `TMap<String, Arc<TCounter>>`), and writes the responses in `after_commit`.
+//!   `TMap<String, Arc<TCounter>>`), and writes the responses in `after_commit`. That shared
+//!   state is the loop's state (`EventLoop::with_state`), which every handler gets for its
+//!   attempt; the connection's own data stays in the handler's captures.
 //! - [`ServerMode::Serial`]: the same server on a plain single-threaded mio loop with no STM at
 //!   all, the honest baseline (plain PyPy in the article's table).
 //!
@@ -179,7 +181,8 @@ fn accept_all(listener: &mio::net::TcpListener, mut f: impl FnMut(mio::net::TcpS
 // STM mode
 // ---------------------------------------------------------------------------------------------
 
-/// The shared state, in transactional variables and collections.
+/// The shared state, in transactional variables and collections: the loop's state, handed to
+/// every handler.
 ///
 /// The counters are sharded ([`TCounter`]): every request adds to them, and a plain `TVar`
 /// counter made every pair of concurrent requests conflict (the conflict log named the
@@ -192,36 +195,39 @@ struct StmState {
     workers: usize,
 }
 
-struct StmRecorder<'a> {
-    tx: &'a Tx,
-    st: &'a StmState,
+/// The STM recorder: the transaction of the attempt and the loop's state, borrowed for it.
+struct StmRecorder<'r, 't, 'e> {
+    tx: &'r Tx<'t, 'e>,
+    st: &'t StmState,
 }
 
-impl Recorder for StmRecorder<'_> {
+impl Recorder for StmRecorder<'_, '_, '_> {
     fn record(&mut self, path: Option<&str>, start_us: u64) -> TxResult<()> {
-        self.st.requests.add(self.tx, 1)?;
+        let (tx, st) = (self.tx, self.st);
+        st.requests.add(tx, 1)?;
         // A blind write (Tornado's `_start_time`): it conflicts only with a commit of the same
         // word at the very same moment.
-        self.tx.write(&self.st.last_start_us, start_us)?;
+        tx.write(&st.last_start_us, start_us)?;
         if let Some(path) = path {
-            let hits = &self.st.hits;
-            let counter = match hits.get(self.tx, path)? {
-                Some(c) => c.clone(),
+            let hits = &st.hits;
+            let counter: &TCounter = match hits.get(tx, path)? {
+                Some(c) => c,
                 None => {
                     // A new path: only now read the size (which conflicts with inserts).
-                    let full = path.len() > MAX_PATH_LEN || hits.len(self.tx)? >= MAX_PATHS;
+                    let full = path.len() > MAX_PATH_LEN || hits.len(tx)? >= MAX_PATHS;
                     let key = if full { OTHER_PATHS } else { path };
-                    match hits.get(self.tx, key)? {
-                        Some(c) => c.clone(),
+                    match hits.get(tx, key)? {
+                        Some(c) => c,
                         None => {
-                            let c = Arc::new(TCounter::with_shards(self.st.workers.max(1) * 2));
-                            hits.insert(self.tx, key.to_string(), c.clone())?;
-                            c
+                            let c = Arc::new(TCounter::with_shards(st.workers.max(1) * 2));
+                            hits.insert(tx, key.to_string(), c.clone())?;
+                            // Made in this attempt: the transaction keeps a clone for it.
+                            tx.hold(c)
                         }
                     }
                 }
             };
-            counter.add(self.tx, 1)?;
+            counter.add(tx, 1)?;
         }
         Ok(())
     }
@@ -255,11 +261,11 @@ impl Recorder for StmRecorder<'_> {
     }
 }
 
-/// What every handler of the STM server shares.
+/// What every handler of the STM server shares outside the transactions: the registry and the
+/// loop's handle (used after commits) and the clock.
 struct StmCtx {
     registry: mio::Registry,
-    handle: LoopHandle,
-    state: StmState,
+    handle: LoopHandle<StmState>,
     started: Instant,
     next_token: AtomicUsize,
 }
@@ -283,7 +289,7 @@ impl StmCtx {
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Mutex::new(Conn::new(stream)));
         let ctx = self.clone();
-        self.handle.set_handler(token, move |tx, _ready| {
+        self.handle.set_handler(token, move |tx, state, _ready| {
             let now = micros_since(ctx.started);
             let mut c = lock(&conn);
             // Input and the expensive, pure part: outside the shared state, kept in `c` across
@@ -292,7 +298,7 @@ impl StmCtx {
             c.prepare(now);
             let k = c.prepared().len();
             // The transactional part: small updates of shared variables.
-            let bodies = apply(c.prepared(), &mut StmRecorder { tx, st: &ctx.state })?;
+            let bodies = apply(c.prepared(), &mut StmRecorder { tx, st: state })?;
             drop(c);
             let (conn, ctx) = (conn.clone(), ctx.clone());
             // Output only after the commit: nothing is ever sent by an attempt that aborts.
@@ -324,23 +330,23 @@ fn start_stm(
         .registry()
         .register(&mut listener, Token(LISTENER), Interest::READABLE)?;
     let registry = source.registry().try_clone()?;
-    let mut ev = EventLoop::with_workers(source, workers);
+    let state = Arc::new(StmState {
+        requests: TCounter::with_shards(workers.max(1) * 2),
+        last_start_us: TVar::new(0),
+        hits: TMap::with_buckets(512),
+        workers,
+    });
+    let mut ev = EventLoop::with_state(source, state).workers(workers);
     let handle = ev.handle();
     let ctx = Arc::new(StmCtx {
         registry,
         handle: handle.clone(),
-        state: StmState {
-            requests: TCounter::with_shards(workers.max(1) * 2),
-            last_start_us: TVar::new(0),
-            hits: TMap::with_buckets(512),
-            workers,
-        },
         started: Instant::now(),
         next_token: AtomicUsize::new(LISTENER + 1),
     });
     // Accepted sockets wait here until the accepting transaction commits.
     let accepted: Arc<Mutex<Vec<mio::net::TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-    handle.set_handler(LISTENER, move |tx, _ready| {
+    handle.set_handler(LISTENER, move |tx, _, _ready| {
         accept_all(&listener, |s| lock(&accepted).push(s));
         let (accepted, ctx) = (accepted.clone(), ctx.clone());
         tx.after_commit(move || {

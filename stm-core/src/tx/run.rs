@@ -1,0 +1,284 @@
+//! The attempt loop shared by every entry point, and the entry points: `atomically`,
+//! `try_atomically`, `inevitably`.
+
+use super::*;
+
+pub(super) enum Mode {
+    Normal,
+    /// `inevitably`: inevitable from the start, by the user's request.
+    Inevitable,
+}
+
+/// Runs the body once: generic, so that the body is inlined here rather than called through a
+/// `dyn` pointer, and out of line, which keeps the attempt loop around it small.
+#[inline(never)]
+pub(super) fn run_body<'env, R, E, F>(body: &mut F, tx: &mut Tx<'_, 'env>) -> Result<R, TxError<E>>
+where
+    F: for<'t> FnMut(&mut Tx<'t, 'env>) -> Result<R, TxError<E>>,
+{
+    body(tx)
+}
+
+/// The loop shared by every entry point. Returns the body's value or the user's error.
+///
+/// The body is `for<'t>`: it must accept an attempt lifetime it cannot name, which outlives its
+/// call, so everything it hands to `write` & co. is borrowed from outside it (`'env`) or kept by
+/// `hold`. Those borrows last for this whole call, so every word in the redo log stays alive
+/// and in place until the commit (or rollback) below, which runs before `execute` returns.
+#[inline(never)]
+pub(super) fn execute<'env, R, E, F>(body: &mut F, mode: Mode) -> Result<R, E>
+where
+    F: for<'t> FnMut(&mut Tx<'t, 'env>) -> Result<R, TxError<E>>,
+{
+    CTX.with(|ctx| {
+        if ctx.active.get() {
+            nested();
+        }
+        ctx.active.set(true);
+        let active = Active(ctx);
+        // SAFETY: the state lives in this thread's context; `active` (set above, cleared by
+        // `Active::drop`) makes this the only `execute` on the thread using it, and nested calls
+        // panic before reaching here. It is reached only through this raw pointer until
+        // `execute` returns.
+        let state: *mut State =
+            unsafe { &mut *ctx.state.get() }.get_or_insert_with(|| State::new(runtime(), ctx.id));
+        // The runtime, from the state: `runtime()` (a `OnceLock`) is read once per thread.
+        // SAFETY: as above; a shared read of one field.
+        let rt = unsafe { (*state).rt };
+        let mut tx = Tx {
+            s: state,
+            _attempt: PhantomData,
+            _env: PhantomData,
+        };
+        let mut force_inevitable = matches!(mode, Mode::Inevitable);
+        loop {
+            let from_start = force_inevitable || ctx.aborts.get() >= rt.abort_limit;
+            {
+                let s = tx.st();
+                s.begin();
+                if let Some(t) = s.start.filter(|_| s.sink.is_some()) {
+                    s.emit_at(
+                        t,
+                        EventKind::Start {
+                            inevitable: from_start,
+                        },
+                    );
+                }
+                if from_start {
+                    s.take_token(None);
+                    s.user_inevitable = matches!(mode, Mode::Inevitable);
+                }
+            }
+            let r = catch_unwind(AssertUnwindSafe(|| run_body(body, &mut tx)));
+            let s = tx.st();
+            let r = match r {
+                Ok(r) => r,
+                Err(payload) => {
+                    s.rollback();
+                    ctx.counters.bump(stats::PANICS);
+                    s.emit_abort(AbortCause::Panic);
+                    s.end();
+                    ctx.aborts.set(0);
+                    drop(active);
+                    release(ctx, state);
+                    resume_unwind(payload);
+                }
+            };
+            match r {
+                Ok(v) => match s.commit_fast() {
+                    Ok(read_only) => {
+                        let inev = s.took_token;
+                        ctx.counters.bump(if read_only {
+                            stats::READ_ONLY_COMMITS
+                        } else {
+                            stats::UPDATE_COMMITS
+                        });
+                        if inev {
+                            ctx.counters.bump(stats::INEVITABLE_RUNS);
+                        }
+                        if s.sink.is_some() {
+                            let now = Timestamp::now();
+                            let duration = s.start.map(|t| now - t).unwrap_or_default();
+                            s.emit_at(
+                                now,
+                                EventKind::Commit {
+                                    read_only,
+                                    duration,
+                                },
+                            );
+                        }
+                        // Published values now belong to their TBoxes: not freed by `end`.
+                        s.writes.clear();
+                        let after = if s.after.is_empty() {
+                            None
+                        } else {
+                            Some(core::mem::take(&mut s.after))
+                        };
+                        s.end();
+                        ctx.aborts.set(0);
+                        // Not in a transaction any more: a value's `Drop` run by `release` may
+                        // start one of its own.
+                        drop(active);
+                        release(ctx, state);
+                        if let Some(after) = after {
+                            run_after_commit(state, after);
+                        }
+                        return Ok(v);
+                    }
+                    Err(a) => {
+                        s.rollback();
+                        s.count_abort(ctx, a);
+                    }
+                },
+                Err(TxError::User(e)) => {
+                    s.rollback();
+                    ctx.counters.bump(stats::CANCELS);
+                    s.emit_abort(AbortCause::Cancel);
+                    s.end();
+                    ctx.aborts.set(0);
+                    drop(active);
+                    release(ctx, state);
+                    return Err(e);
+                }
+                Err(TxError::Abort(a)) => {
+                    // A body may return an `Abort` it did not get from this attempt; trust the
+                    // attempt's own verdict first.
+                    let a = s.doomed.unwrap_or(a);
+                    if a.cause == AbortCause::Retry {
+                        let why = if s.user_inevitable {
+                            Some("stm: retry() in an inevitable transaction: it cannot be rolled back")
+                        } else if s.reads.is_empty() {
+                            Some("stm: retry() in a transaction that read nothing would wait forever")
+                        } else {
+                            None
+                        };
+                        s.rollback();
+                        if let Some(why) = why {
+                            s.end();
+                            drop(active);
+                            release(ctx, state);
+                            panic!("{why}");
+                        }
+                        ctx.counters.bump(stats::RETRIES);
+                        s.emit_abort(AbortCause::Retry);
+                        ctx.aborts.set(0);
+                        force_inevitable = false;
+                        // What to wait on: the read set, copied out of the state (a `Drop` run
+                        // by the release below may run a transaction of its own on it, even one
+                        // that retries).
+                        let mut wait_on = core::mem::take(&mut s.wait_on);
+                        wait_on.clear();
+                        wait_on.extend(s.reads.iter().map(|r| (r.orec, r.version)));
+                        s.end();
+                        let rt = s.rt;
+                        // Unpin the epoch (and free the attempt's garbage) before sleeping: a
+                        // pinned sleeper would stop all reclamation. The thread is briefly not
+                        // in a transaction, so a freed value's `Drop` may start one.
+                        release_between_attempts(ctx, state);
+                        State::wait_for_change(rt, &wait_on);
+                        // Keep the vector's capacity for the next retry.
+                        tx.st().wait_on = wait_on;
+                        continue;
+                    }
+                    s.rollback();
+                    s.count_abort(ctx, a);
+                }
+            }
+            // A failed become_inevitable asks for an inevitable rerun.
+            force_inevitable = matches!(mode, Mode::Inevitable) || s.wants_inevitable;
+            s.end();
+            release_between_attempts(ctx, state);
+            backoff(ctx.aborts.get());
+        }
+    })
+}
+
+/// Runs `f` as a transaction until it commits, and returns its value.
+///
+/// `f` may run several times (each failed attempt is rolled back, invisibly); after too many
+/// conflicts in a row (16 by default, see [`Config`](crate::Config)) the next attempt runs as
+/// the inevitable transaction, so every transaction commits eventually.
+///
+/// # Panics
+///
+/// A panic in `f` rolls the attempt back (no write of it is ever seen, its after-commit actions
+/// are dropped, every lock it held is released) and then propagates to the caller. Calling
+/// `atomically` (or `inevitably`) inside a transaction panics: pass the `&mut Tx` down instead.
+///
+/// ```
+/// use stm_core::{TVar, atomically};
+/// let a = TVar::new(100i64);
+/// let b = TVar::new(0i64);
+/// atomically(|tx| {
+///     let x = tx.read(&a)?;
+///     tx.write(&a, x - 10)?;
+///     tx.modify(&b, |y| y + 10)?;
+///     Ok(())
+/// });
+/// assert_eq!(a.load() + b.load(), 100);
+/// ```
+#[inline]
+pub fn atomically<'env, R>(mut f: impl for<'t> FnMut(&mut Tx<'t, 'env>) -> TxResult<R>) -> R {
+    let mut body =
+        |tx: &mut Tx<'_, 'env>| f(tx).map_err(TxError::<core::convert::Infallible>::Abort);
+    match execute(&mut body, Mode::Normal) {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// Like [`atomically`], but the body may give up with its own error: `Err(TxError::User(e))`
+/// rolls the attempt back (no write is kept, no after-commit action runs) and returns `Err(e)`.
+///
+/// ```
+/// use stm_core::{TVar, TxError, try_atomically};
+/// let balance = TVar::new(50u64);
+/// let r: Result<(), &str> = try_atomically(|tx| {
+///     let b = tx.read(&balance)?;
+///     tx.write(&balance, b.wrapping_sub(80))?;
+///     if b < 80 { return Err(TxError::User("insufficient funds")); }
+///     Ok(())
+/// });
+/// assert_eq!(r, Err("insufficient funds"));
+/// assert_eq!(balance.load(), 50);
+/// ```
+#[inline]
+pub fn try_atomically<'env, R, E>(
+    mut f: impl for<'t> FnMut(&mut Tx<'t, 'env>) -> Result<R, TxError<E>>,
+) -> Result<R, E> {
+    execute(&mut f, Mode::Normal)
+}
+
+/// Runs `f` exactly once, as the inevitable transaction: it never aborts, so it may do I/O.
+///
+/// Waits while another transaction is inevitable; other transactions keep running and committing
+/// unless they touch what `f` reads or writes. Inside `f` every operation returns `Ok`.
+///
+/// # Panics
+///
+/// If `f` calls [`Tx::retry`] (an inevitable transaction cannot wait for others), or panics.
+///
+/// ```
+/// use stm_core::{TVar, inevitably};
+/// let lines = TVar::new(0u32);
+/// let n = inevitably(|tx| {
+///     let n = tx.modify(&lines, |n| n + 1).unwrap();
+///     println!("line {n}");                      // I/O: this body runs once
+///     n
+/// });
+/// assert_eq!(n, 1);
+/// ```
+pub fn inevitably<'env, R>(f: impl for<'t> FnOnce(&mut Tx<'t, 'env>) -> R) -> R {
+    let mut f = Some(f);
+    let mut body = |tx: &mut Tx<'_, 'env>| match f.take() {
+        Some(f) => Ok(f(tx)),
+        // Unreachable: an inevitable attempt commits; kept total instead of panicking.
+        None => Err(TxError::<core::convert::Infallible>::Abort(
+            Abort::conflict(ConflictKind::Inevitable),
+        )),
+    };
+    match execute(&mut body, Mode::Inevitable) {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
