@@ -197,7 +197,8 @@ struct State {
     index: Option<AddrMap>,
     sink: Option<&'static dyn EventSink>,
     after: Vec<Box<dyn FnOnce()>>,
-    /// Superseded `TBox` allocations of this attempt (never published), freed when it ends.
+    /// Superseded `TBox` allocations of this attempt (never published) and the `Arc` clones that
+    /// `Tx::hold` kept, freed when it ends.
     garbage: Vec<(u64, DropFn)>,
     held: Vec<Held>,
     /// Inevitable because the user asked (`inevitably`, `become_inevitable`): may have done I/O.
@@ -221,9 +222,6 @@ struct State {
     guard: Option<crossbeam_epoch::Guard>,
     start: Option<Timestamp>,
     conflict: Option<Conflict>,
-    /// What `Tx::hold` keeps alive for the attempt; dropped by `release`, after the commit or
-    /// rollback (their `Drop` may run anything).
-    kept: Vec<Box<dyn core::any::Any>>,
 }
 
 /// A running transaction, handed to the body of [`atomically`] as `&mut Tx<'t, 'env>`.
@@ -398,9 +396,12 @@ impl<'t, 'env> Tx<'t, 'env> {
     /// ```
     pub fn hold<T: ?Sized + 'static>(&self, value: Arc<T>) -> &'t T {
         let p: *const T = Arc::as_ptr(&value);
-        self.st().kept.push(Box::new(value));
-        // SAFETY: `p` points into the `Arc`'s allocation, which the clone just moved into
-        // `kept` keeps alive (an `Arc` never moves its value) until `release` drops `kept`,
+        // The clone goes to the attempt's garbage, which `release` frees after the commit or
+        // rollback (a thin pointer to a box, so that unsized `T` fits the list's `u64`).
+        let kept = Box::into_raw(Box::new(value)) as usize as u64;
+        self.st().garbage.push((kept, drop_held::<T>));
+        // SAFETY: `p` points into the `Arc`'s allocation, which the clone just moved into the
+        // garbage list keeps alive (an `Arc` never moves its value) until `release` frees it,
         // after the attempt has committed or rolled back, so after every use of 't (the body
         // has returned; nothing typed with 't outlives it). Shared access only, as `Arc` gives.
         unsafe { &*p }
@@ -441,7 +442,6 @@ impl State {
             conflict: None,
             took_token: false,
             wants_inevitable: false,
-            kept: Vec::new(),
         }
     }
 

@@ -60,6 +60,13 @@ pub(super) unsafe fn drop_box<T>(bits: u64) {
     drop(unsafe { Box::from_raw(bits as usize as *mut T) });
 }
 
+/// Drops an `Arc` clone that `Tx::hold` kept for the attempt (boxed: a thin pointer even for an
+/// unsized `T`).
+pub(super) unsafe fn drop_held<T: ?Sized>(bits: u64) {
+    // SAFETY: caller passes an allocation made by `Box::<Arc<T>>::into_raw` and owned by it.
+    drop(unsafe { Box::from_raw(bits as usize as *mut Arc<T>) });
+}
+
 impl<'t, 'env> Tx<'t, 'env> {
     /// Pins the epoch for the rest of the attempt. Pinning may run deferred destructors (user
     /// `Drop` code), so no reference to the state is held across it.
@@ -102,8 +109,9 @@ impl State {
     /// start from a `Drop` any more (see `release` for the normal path).
     pub(super) fn free_garbage(&mut self) {
         for (v, d) in self.garbage.drain(..) {
-            // SAFETY: superseded or discarded allocations of this attempt, never published; the
-            // body has returned, so no `read_box` reference to them is alive.
+            // SAFETY: superseded or discarded allocations of this attempt, never published, and
+            // `hold`'s clones; the body has returned, so no `read_box` or `hold` reference to
+            // them is alive.
             unsafe { d(v) };
         }
     }
@@ -132,10 +140,7 @@ pub(super) fn run_after_commit(state: *mut State, mut after: Vec<Box<dyn FnOnce(
 pub(super) fn release(ctx: &ThreadCtx, p: *mut State) {
     // SAFETY: as below; a read-only look for the common case of nothing to do.
     let nothing = unsafe {
-        (*p).garbage.is_empty()
-            && (*p).dropped_actions.is_empty()
-            && (*p).kept.is_empty()
-            && (*p).guard_is_none()
+        (*p).garbage.is_empty() && (*p).dropped_actions.is_empty() && (*p).guard_is_none()
     } && !ctx.late_pending.get();
     if !nothing {
         release_slow(p);
@@ -177,8 +182,9 @@ pub(super) fn release_slow(p: *mut State) {
         }
         for (v, d) in garbage.drain(..) {
             // SAFETY: allocations of the ended attempt that were never published (superseded,
-            // discarded or rolled back); the body has returned, so no `read_box` reference to
-            // them is alive.
+            // discarded or rolled back), and the `Arc` clones `hold` kept; the attempt has
+            // committed or rolled back and the body has returned, so no `read_box` or `hold`
+            // reference to them is alive and no redo-log entry points into them.
             unsafe { d(v) };
         }
         // SAFETY: as above. A `Drop` that ran just now and started a transaction of its own
@@ -188,12 +194,6 @@ pub(super) fn release_slow(p: *mut State) {
     // SAFETY: as above.
     let actions = core::mem::take(unsafe { &mut (*p).dropped_actions });
     drop(actions);
-    // What `Tx::hold` kept for the ended attempt: the commit or rollback is over, and the body,
-    // the only user of the references it lent, has returned. (The vector's capacity is not
-    // kept: holding is rare next to the hot path.)
-    // SAFETY: as above.
-    let kept = core::mem::take(unsafe { &mut (*p).kept });
-    drop(kept);
     #[cfg(not(loom))]
     drop_late();
 }
