@@ -4,7 +4,10 @@
 //!   from `stm_core::TVar`s, and the same code behind a `Mutex` and an `RwLock`;
 //! - [`bank`]: accounts moved between by transfers, audited by whole-bank reads;
 //! - [`workload`]: running an operation on N threads for a fixed count, and timing it;
-//! - [`rng`]: the small generator the workloads draw keys from.
+//! - [`rng`]: the small generator the workloads draw keys from;
+//! - [`loadgen`]: the HTTP load generator (`siege -c 50`-like keep-alive connections);
+//! - [`primes`]: the article's primes server (HTTP/1.1 over mio, in STM and plain serial modes),
+//!   the server that `primes-bench` measures and `examples/primes_server.rs` runs on its own.
 //!
 //! ```
 //! use stm_benches::intset::{ConcurrentSet, IntSetWorkload, RbTree, StmSet};
@@ -17,5 +20,6 @@
 pub mod bank;
 pub mod intset;
 pub mod loadgen;
+pub mod primes;
 pub mod rng;
 pub mod workload;

@@ -5,6 +5,11 @@
 //! (and around each pause), and, for committers, remembers in a side table which source line last
 //! wrote each versioned lock, so that an aborted reader can name the line that invalidated it.
 //!
+//! A clock read costs about as much as a third of a short transaction, so a sink may ask for
+//! fewer ([`EventSink::timing`], [`Timing`]): then a thread that met no conflict lately times
+//! only a random sample of its attempts, and reports the others as
+//! [`EventKind::UntimedCommit`] (no clock read at all) or [`EventKind::UntimedAbort`].
+//!
 //! # The event clock
 //!
 //! [`Timestamp`] counts nanoseconds from an origin [`Instant`] fixed once per process (when the
@@ -77,6 +82,22 @@ pub enum EventKind {
         /// How long it waited, on the same clock as the events' `time`.
         paused: Duration,
     },
+    /// An attempt that was not timed committed (only for a sink whose [`Timing`] samples): no
+    /// `Start` event came before it, and the clock was not read, so the event's `time` is
+    /// [`Timestamp::ORIGIN`].
+    UntimedCommit {
+        /// It wrote nothing.
+        read_only: bool,
+    },
+    /// An attempt that was not timed ended without committing (only for a sink whose [`Timing`]
+    /// samples): no `Start` event came before it, so its duration is unknown; the event's `time`
+    /// is when it ended.
+    UntimedAbort {
+        /// Why.
+        cause: AbortCause,
+        /// The conflict, for [`AbortCause::Conflict`].
+        conflict: Option<Conflict>,
+    },
     /// This thread now holds the inevitable token.
     InevitableBegin,
     /// This thread released the inevitable token.
@@ -100,11 +121,52 @@ pub struct Event {
 pub trait EventSink: Send + Sync + 'static {
     /// One event.
     fn event(&self, event: &Event);
+
+    /// Which attempts the runtime times for this sink; asked once, when the sink is installed.
+    /// The default, [`Timing::EVERY_ATTEMPT`], times every attempt: every attempt delivers a
+    /// `Start` event and ends with a `Commit` or an `Abort` that carries its duration.
+    fn timing(&self) -> Timing {
+        Timing::EVERY_ATTEMPT
+    }
 }
 
-// Points to a leaked `Arc<dyn EventSink>` or is null. Stored with Release by `set_event_sink`,
+/// Which attempts the runtime times for a sink ([`EventSink::timing`]).
+///
+/// A timed attempt reads the event clock when it starts and when it ends, and delivers `Start`
+/// and then `Commit` or `Abort` (with its duration). An untimed attempt reads no clock at its
+/// start and delivers only its end: [`EventKind::UntimedCommit`] (still no clock read) or
+/// [`EventKind::UntimedAbort`] (read then, since an abort matters). Pauses and inevitable runs
+/// are always timed.
+///
+/// A thread times every attempt while it is *busy with conflicts*: for `after_conflict` attempts
+/// after each conflict abort or pause, and for its first `after_conflict` attempts after a sink
+/// is installed. Otherwise it times about one attempt in `sample`, picked at random (the gaps are
+/// uniform in `0..2 * sample - 1`, so that no periodic workload is always or never timed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Timing {
+    /// Time about one attempt in this many while the thread is quiet; 0 or 1 times every attempt.
+    pub sample: u32,
+    /// How many attempts after a conflict (and after a sink is installed) are all timed.
+    pub after_conflict: u32,
+}
+
+impl Timing {
+    /// Every attempt timed (the default).
+    pub const EVERY_ATTEMPT: Timing = Timing {
+        sample: 1,
+        after_conflict: 0,
+    };
+}
+
+/// An installed sink and the timing it asked for (asked once, at installation).
+pub(crate) struct Installed {
+    pub(crate) sink: Arc<dyn EventSink>,
+    pub(crate) timing: Timing,
+}
+
+// Points to a leaked `Installed` or is null. Stored with Release by `set_event_sink`,
 // loaded with Acquire by `sink()`: the pair publishes the leaked box's contents.
-static SINK: AtomicPtr<Arc<dyn EventSink>> = AtomicPtr::new(core::ptr::null_mut());
+static SINK: AtomicPtr<Installed> = AtomicPtr::new(core::ptr::null_mut());
 
 // The boxes of replaced sinks (their addresses), kept so that they stay reachable: never freed
 // (see `set_event_sink`), but not lost either, for leak checkers such as valgrind's.
@@ -137,7 +199,10 @@ static REPLACED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new()
 /// ```
 pub fn set_event_sink(sink: Option<Arc<dyn EventSink>>) {
     let new = match sink {
-        Some(s) => Box::into_raw(Box::new(s)),
+        Some(sink) => {
+            let timing = sink.timing();
+            Box::into_raw(Box::new(Installed { sink, timing }))
+        }
         None => core::ptr::null_mut(),
     };
     if !new.is_null() {
@@ -163,16 +228,12 @@ pub fn event_sink_installed() -> bool {
 
 /// The installed sink, if any.
 #[inline]
-pub(crate) fn sink() -> Option<&'static dyn EventSink> {
+pub(crate) fn sink() -> Option<&'static Installed> {
     // Acquire pairs with the Release store in `set_event_sink`.
     let p = SINK.load(Ordering::Acquire);
-    if p.is_null() {
-        None
-    } else {
-        // SAFETY: a non-null SINK points to a box leaked by `set_event_sink`, never freed, so the
-        // reference is valid for 'static; the Arc inside is never dropped either.
-        Some(unsafe { &**p })
-    }
+    // SAFETY: a non-null SINK points to a box leaked by `set_event_sink`, never freed, so the
+    // reference is valid for 'static; the Arc inside is never dropped either.
+    unsafe { p.as_ref() }
 }
 
 /// A moment on the event clock: nanoseconds since the clock's origin, an [`Instant`] fixed once

@@ -74,7 +74,7 @@ pub mod collections;
 
 pub use error::{Abort, AbortCause, ConflictKind, TxError, TxResult};
 pub use hook::{
-    Conflict, Event, EventKind, EventSink, SourceLocation, Timestamp, event_sink_installed,
+    Conflict, Event, EventKind, EventSink, SourceLocation, Timestamp, Timing, event_sink_installed,
     set_event_sink,
 };
 pub use runtime::{Config, ConfigError, configure};

@@ -370,6 +370,131 @@ fn event_durations_are_differences_of_event_times() {
     assert!(Timestamp::ORIGIN.to_instant() == Timestamp::origin());
 }
 
+/// A sink that asks for sampled timing: a quiet thread times about one attempt in `sample` (and
+/// every attempt for a while after an install or a conflict); the others deliver only
+/// `UntimedCommit` / `UntimedAbort`. Every attempt is still accounted for.
+struct Sampled(Mutex<Vec<Event>>);
+impl EventSink for Sampled {
+    fn event(&self, e: &Event) {
+        self.0.lock().unwrap().push(*e);
+    }
+    fn timing(&self) -> stm_core::Timing {
+        stm_core::Timing {
+            sample: 4,
+            after_conflict: 8,
+        }
+    }
+}
+
+#[test]
+fn sampled_timing_times_a_share_of_quiet_attempts_and_every_attempt_after_a_conflict() {
+    use std::sync::Barrier;
+    let _serial = SINK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let sink = Arc::new(Sampled(Mutex::new(Vec::new())));
+    set_event_sink(Some(sink.clone()));
+    let v = TVar::new(0u64);
+    let (read, committed) = (Barrier::new(2), Barrier::new(2));
+    let me = std::thread::scope(|s| {
+        s.spawn(|| {
+            read.wait();
+            atomically(|tx| tx.modify(&v, |x| x + 1));
+            committed.wait();
+        });
+        s.spawn(|| {
+            // Quiet: 2000 conflict-free transactions.
+            let w = TVar::new(0u64);
+            for _ in 0..2000 {
+                atomically(|tx| tx.modify(&w, |x| x + 1));
+            }
+            // Then one conflict: the other thread commits `v` between this attempt's read and
+            // its commit, which must abort.
+            let mut first = true;
+            atomically(|tx| {
+                let x = tx.read(&v)?;
+                if std::mem::take(&mut first) {
+                    read.wait();
+                    committed.wait();
+                }
+                tx.write(&v, x + 1)
+            });
+            for _ in 0..100 {
+                atomically(|tx| tx.modify(&w, |x| x + 1));
+            }
+            stm_core::thread_id()
+        })
+        .join()
+        .unwrap()
+    });
+    set_event_sink(None);
+    assert_eq!(v.load(), 2);
+    let events: Vec<Event> = sink
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.thread == me)
+        .copied()
+        .collect();
+    let count = |f: &dyn Fn(&EventKind) -> bool| events.iter().filter(|e| f(&e.kind)).count();
+    let starts = count(&|k| matches!(k, EventKind::Start { .. }));
+    let timed_ends = count(&|k| matches!(k, EventKind::Commit { .. } | EventKind::Abort { .. }));
+    let untimed_commits = count(&|k| matches!(k, EventKind::UntimedCommit { .. }));
+    let commits = count(&|k| matches!(k, EventKind::Commit { .. })) + untimed_commits;
+    // Every attempt ends once; a timed one also starts once.
+    assert_eq!(starts, timed_ends, "{events:?}");
+    assert_eq!(commits, 2101);
+    // The first 8 attempts, about a quarter of the quiet ones after them, the 8 after the
+    // conflict: about 540 in all, with a standard deviation of about 11.
+    assert!((350..=700).contains(&starts), "{starts} timed attempts");
+    // An untimed commit reads no clock.
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e.kind, EventKind::UntimedCommit { .. })
+                || e.time == stm_core::Timestamp::ORIGIN)
+    );
+    // The first 8 attempts are timed: Start, Commit, 8 times.
+    assert!(
+        events[..16]
+            .chunks(2)
+            .all(|p| matches!(p[0].kind, EventKind::Start { .. })
+                && matches!(p[1].kind, EventKind::Commit { .. })),
+        "{:?}",
+        &events[..16]
+    );
+    // The conflict: an abort (timed or not), then 8 timed attempts in a row.
+    let at = events
+        .iter()
+        .position(|e| {
+            matches!(
+                e.kind,
+                EventKind::Abort {
+                    cause: AbortCause::Conflict(_),
+                    ..
+                } | EventKind::UntimedAbort {
+                    cause: AbortCause::Conflict(_),
+                    ..
+                }
+            )
+        })
+        .expect("the conflict abort");
+    let after = &events[at + 1..at + 17];
+    assert!(
+        after
+            .chunks(2)
+            .all(|p| matches!(p[0].kind, EventKind::Start { .. })
+                && matches!(p[1].kind, EventKind::Commit { .. })),
+        "{after:?}"
+    );
+    // The timestamps of the timed events never go backwards.
+    let times: Vec<_> = events
+        .iter()
+        .filter(|e| !matches!(e.kind, EventKind::UntimedCommit { .. }))
+        .map(|e| e.time)
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]));
+}
+
 /// A transaction that meets the inevitable transaction's word pauses: `PauseStart`, then
 /// `PauseEnd` whose `paused` is exactly the difference of the two events' times, both naming the
 /// inevitable thread.

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p stm-log --example synth_log -- /tmp/big.log 10000000
+//! cargo build --release -p stm-log --features cli
 //! time target/release/stm-log report /tmp/big.log > /dev/null
 //! ```
 //!

@@ -1,5 +1,6 @@
-//! The file format, version 1: constants, the record types, and the byte encoding shared by the
-//! recorder, [`LogWriter`](crate::writer::LogWriter) and [`LogReader`](crate::reader::LogReader).
+//! The file format, version 2 (this crate also reads version 1): constants, the record types,
+//! and the byte encoding shared by the recorder, [`LogWriter`](crate::writer::LogWriter) and
+//! [`LogReader`](crate::reader::LogReader).
 //!
 //! `docs/conflict-log.md` documents the same layout byte for byte; keep the two in step.
 //!
@@ -8,14 +9,21 @@
 //!                    start time u64 LE (nanoseconds since the Unix epoch)
 //! records:           tag u8, then fields; every integer field is unsigned LEB128
 //! ```
+//!
+//! Version 2 added three records: [`Record::Process`] (the recording process's working
+//! directory and executable, so that a report run anywhere finds the source files the locations
+//! name), [`Record::UntimedCommit`] and [`Record::UntimedAbort`] (attempts that the runtime did
+//! not time, see [`stm_core::Timing`]). Version 1 files have none of them.
 
-use serde::Serialize;
+use std::path::{Path, PathBuf};
 use stm_core::ConflictKind;
 
 /// The first eight bytes of every log file.
 pub const MAGIC: [u8; 8] = *b"\x89STMLOG\n";
 /// The format version this crate writes (and the newest it reads).
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The oldest format version this crate reads.
+pub const MIN_VERSION: u16 = 1;
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 24;
 /// Longest file name a location record may carry (longer names are truncated when written and
@@ -33,9 +41,12 @@ pub(crate) const TAG_PAUSE_END: u8 = 0x06;
 pub(crate) const TAG_INEVITABLE_BEGIN: u8 = 0x07;
 pub(crate) const TAG_INEVITABLE_END: u8 = 0x08;
 pub(crate) const TAG_END: u8 = 0x09;
+pub(crate) const TAG_PROCESS: u8 = 0x0A;
+pub(crate) const TAG_UNTIMED_COMMIT: u8 = 0x0B;
+pub(crate) const TAG_UNTIMED_ABORT: u8 = 0x0C;
 
 /// The fixed header of a log file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     /// The format version of the file.
     pub version: u16,
@@ -129,7 +140,17 @@ pub struct ConflictSides {
 /// One record of a log file. Times are nanoseconds since the recorder started
 /// ([`Header::start_unix_ns`]); durations are nanoseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Record {
+    /// Where the recording process ran (version 2; the recorder writes it first, right after the
+    /// header): file names in location records that are relative (as the compiler passed them)
+    /// are resolved against `cwd` and its parents, or the executable's folder and its parents.
+    Process {
+        /// The working directory of the recording process (empty when it could not be read).
+        cwd: PathBuf,
+        /// The recording program's executable (empty when it could not be read).
+        exe: PathBuf,
+    },
     /// Defines location `id`; written once, before the first record that refers to it.
     Location {
         /// The id later records use.
@@ -161,6 +182,14 @@ pub enum Record {
         /// How long the attempt ran.
         duration: u64,
     },
+    /// An attempt that the runtime did not time committed (version 2): no start record came
+    /// before it, and its duration is unknown (see [`stm_core::Timing`]).
+    UntimedCommit {
+        /// The thread.
+        thread: u64,
+        /// It wrote nothing.
+        read_only: bool,
+    },
     /// An attempt aborted.
     Abort {
         /// The thread.
@@ -173,6 +202,18 @@ pub enum Record {
         conflict: Option<ConflictSides>,
         /// How long the attempt ran: the work thrown away.
         lost: u64,
+    },
+    /// An attempt that the runtime did not time aborted (version 2): no start record came before
+    /// it, and the work it threw away is unknown.
+    UntimedAbort {
+        /// The thread.
+        thread: u64,
+        /// When.
+        time: u64,
+        /// Why.
+        reason: AbortReason,
+        /// Both sides of the conflict, for [`AbortReason::Conflict`] when the runtime knew them.
+        conflict: Option<ConflictSides>,
     },
     /// The attempt starts waiting.
     PauseStart {
@@ -216,13 +257,15 @@ pub enum Record {
 }
 
 impl Record {
-    /// The record's time, for every record but [`Record::Location`].
+    /// The record's time, for every record but [`Record::Location`], [`Record::Process`] and
+    /// [`Record::UntimedCommit`].
     pub fn time(&self) -> Option<u64> {
         match *self {
-            Record::Location { .. } => None,
+            Record::Location { .. } | Record::Process { .. } | Record::UntimedCommit { .. } => None,
             Record::Start { time, .. }
             | Record::Commit { time, .. }
             | Record::Abort { time, .. }
+            | Record::UntimedAbort { time, .. }
             | Record::PauseStart { time, .. }
             | Record::PauseEnd { time, .. }
             | Record::InevitableBegin { time, .. }
@@ -283,6 +326,14 @@ impl EventBuf {
         EventBuf { bytes, len }
     }
 
+    /// An untimed commit record.
+    #[inline(always)]
+    pub(crate) fn untimed_commit(thread: u64, read_only: bool) -> Self {
+        let mut bytes = [0; MAX_EVENT_LEN];
+        let len = put_untimed_commit(&mut bytes, thread, read_only);
+        EventBuf { bytes, len }
+    }
+
     pub(crate) fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
@@ -337,6 +388,20 @@ pub(crate) fn put_commit(
     pos
 }
 
+/// Writes an untimed commit record at the front of `out`; returns its length (at most 12).
+#[inline(always)]
+pub(crate) fn put_untimed_commit(
+    out: &mut [u8; MAX_EVENT_LEN],
+    thread: u64,
+    read_only: bool,
+) -> usize {
+    out[0] = TAG_UNTIMED_COMMIT;
+    let mut pos = 1;
+    put_var(out, &mut pos, thread);
+    out[pos] = u8::from(read_only);
+    pos + 1
+}
+
 /// Appends `v` as unsigned LEB128.
 pub(crate) fn put_uvar(out: &mut Vec<u8>, mut v: u64) {
     loop {
@@ -347,6 +412,21 @@ pub(crate) fn put_uvar(out: &mut Vec<u8>, mut v: u64) {
             return;
         }
         out.push(b | 0x80);
+    }
+}
+
+/// An abort's reason and conflict, as both abort records store them.
+fn abort_fields(b: &mut EventBuf, reason: AbortReason, conflict: Option<ConflictSides>) {
+    b.byte(reason.code());
+    match conflict {
+        // A conflict's kind is the reason's kind; the record stores it once.
+        Some(c) => {
+            b.byte(1);
+            b.uvar(c.this.map_or(0, |i| u64::from(i) + 1));
+            b.uvar(c.other.map_or(0, |i| u64::from(i) + 1));
+            b.uvar(c.other_thread.map_or(0, |t| t.saturating_add(1)));
+        }
+        None => b.byte(0),
     }
 }
 
@@ -363,7 +443,20 @@ fn conflict_fields(b: &mut EventBuf, c: &ConflictSides) {
 /// `MAX_EVENT_LEN`.
 pub(crate) fn encode_event(r: &Record) -> Option<EventBuf> {
     let b = match *r {
-        Record::Location { .. } => return None,
+        Record::Location { .. } | Record::Process { .. } => return None,
+        Record::UntimedCommit { thread, read_only } => EventBuf::untimed_commit(thread, read_only),
+        Record::UntimedAbort {
+            thread,
+            time,
+            reason,
+            conflict,
+        } => {
+            let mut b = EventBuf::new(TAG_UNTIMED_ABORT);
+            b.uvar(thread);
+            b.uvar(time);
+            abort_fields(&mut b, reason, conflict);
+            b
+        }
         Record::Start {
             thread,
             time,
@@ -385,17 +478,7 @@ pub(crate) fn encode_event(r: &Record) -> Option<EventBuf> {
             let mut b = EventBuf::new(TAG_ABORT);
             b.uvar(thread);
             b.uvar(time);
-            b.byte(reason.code());
-            match conflict {
-                // A conflict's kind is the reason's kind; the record stores it once.
-                Some(c) => {
-                    b.byte(1);
-                    b.uvar(c.this.map_or(0, |i| u64::from(i) + 1));
-                    b.uvar(c.other.map_or(0, |i| u64::from(i) + 1));
-                    b.uvar(c.other_thread.map_or(0, |t| t.saturating_add(1)));
-                }
-                None => b.byte(0),
-            }
+            abort_fields(&mut b, reason, conflict);
             b.uvar(lost);
             b
         }
@@ -462,11 +545,55 @@ pub(crate) fn encode(r: &Record, out: &mut Vec<u8>) {
             put_uvar(out, name.len() as u64);
             out.extend_from_slice(name.as_bytes());
         }
+        Record::Process { cwd, exe } => {
+            out.push(TAG_PROCESS);
+            for p in [cwd, exe] {
+                let bytes = path_bytes(p);
+                // A path too long to store is stored empty ("unknown") rather than cut.
+                let bytes = if bytes.len() <= MAX_PATH_LEN {
+                    &bytes[..]
+                } else {
+                    &[]
+                };
+                put_uvar(out, bytes.len() as u64);
+                out.extend_from_slice(bytes);
+            }
+        }
         other => {
             if let Some(b) = encode_event(other) {
                 out.extend_from_slice(b.as_slice());
             }
         }
+    }
+}
+
+/// The bytes of a path as the file stores them: the operating system's own bytes on Unix, UTF-8
+/// elsewhere.
+fn path_bytes(p: &Path) -> std::borrow::Cow<'_, [u8]> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        std::borrow::Cow::Borrowed(p.as_os_str().as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        match p.to_string_lossy() {
+            std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
+            std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.into_bytes()),
+        }
+    }
+}
+
+/// The path that [`path_bytes`] stored.
+fn path_from_bytes(b: &[u8]) -> PathBuf {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(std::ffi::OsStr::from_bytes(b))
+    }
+    #[cfg(not(unix))]
+    {
+        PathBuf::from(String::from_utf8_lossy(b).into_owned())
     }
 }
 
@@ -558,6 +685,43 @@ impl Cursor<'_> {
         kind_from_code(c).ok_or_else(|| DecodeError::Corrupt(format!("conflict kind {c:#04x}")))
     }
 
+    /// An abort's reason and conflict (see `abort_fields`).
+    fn abort(&mut self) -> Result<(AbortReason, Option<ConflictSides>), DecodeError> {
+        let code = self.byte()?;
+        let reason = AbortReason::from_code(code)
+            .ok_or_else(|| DecodeError::Corrupt(format!("abort reason {code:#04x}")))?;
+        let conflict = if self.flag("has conflict")? {
+            let AbortReason::Conflict(kind) = reason else {
+                return Err(DecodeError::Corrupt(
+                    "conflict details on an abort that is not a conflict".into(),
+                ));
+            };
+            Some(ConflictSides {
+                kind,
+                this: self.loc("this location")?,
+                other: self.loc("other location")?,
+                other_thread: self.thread_opt()?,
+            })
+        } else {
+            None
+        };
+        Ok((reason, conflict))
+    }
+
+    /// A length-prefixed byte string of at most [`MAX_PATH_LEN`] bytes.
+    fn bytes(&mut self, what: &str) -> Result<&[u8], DecodeError> {
+        let len = self.uvar(what)?;
+        if len > MAX_PATH_LEN as u64 {
+            return Err(DecodeError::Corrupt(format!(
+                "{what} {len} exceeds {MAX_PATH_LEN}"
+            )));
+        }
+        let end = self.pos + len as usize;
+        let bytes = self.b.get(self.pos..end).ok_or(DecodeError::Incomplete)?;
+        self.pos = end;
+        Ok(bytes)
+    }
+
     fn sides(&mut self) -> Result<ConflictSides, DecodeError> {
         let kind = self.kind()?;
         let this = self.loc("this location")?;
@@ -572,8 +736,9 @@ impl Cursor<'_> {
     }
 }
 
-/// Decodes one record from the front of `b`; returns it with the number of bytes it took.
-pub(crate) fn decode(b: &[u8]) -> Result<(Record, usize), DecodeError> {
+/// Decodes one record of a file of format `version` from the front of `b`; returns it with the
+/// number of bytes it took.
+pub(crate) fn decode(b: &[u8], version: u16) -> Result<(Record, usize), DecodeError> {
     let mut c = Cursor { b, pos: 0 };
     let tag = c.byte()?;
     let r = match tag {
@@ -581,19 +746,9 @@ pub(crate) fn decode(b: &[u8]) -> Result<(Record, usize), DecodeError> {
             let id = c.u32var("location id")?;
             let line = c.u32var("line")?;
             let column = c.u32var("column")?;
-            let len = c.uvar("file name length")?;
-            if len > MAX_PATH_LEN as u64 {
-                return Err(DecodeError::Corrupt(format!(
-                    "file name length {len} exceeds {MAX_PATH_LEN}"
-                )));
-            }
-            let len = len as usize;
-            let end = c.pos + len;
-            let bytes = b.get(c.pos..end).ok_or(DecodeError::Incomplete)?;
-            let file = std::str::from_utf8(bytes)
+            let file = std::str::from_utf8(c.bytes("file name length")?)
                 .map_err(|_| DecodeError::Corrupt("file name is not UTF-8".into()))?
                 .to_owned();
-            c.pos = end;
             Record::Location {
                 id,
                 file,
@@ -615,25 +770,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<(Record, usize), DecodeError> {
         TAG_ABORT => {
             let thread = c.uvar("thread")?;
             let time = c.uvar("time")?;
-            let code = c.byte()?;
-            let reason = AbortReason::from_code(code)
-                .ok_or_else(|| DecodeError::Corrupt(format!("abort reason {code:#04x}")))?;
-            let has = c.flag("has conflict")?;
-            let conflict = if has {
-                let AbortReason::Conflict(kind) = reason else {
-                    return Err(DecodeError::Corrupt(
-                        "conflict details on an abort that is not a conflict".into(),
-                    ));
-                };
-                Some(ConflictSides {
-                    kind,
-                    this: c.loc("this location")?,
-                    other: c.loc("other location")?,
-                    other_thread: c.thread_opt()?,
-                })
-            } else {
-                None
-            };
+            let (reason, conflict) = c.abort()?;
             Record::Abort {
                 thread,
                 time,
@@ -664,7 +801,30 @@ pub(crate) fn decode(b: &[u8]) -> Result<(Record, usize), DecodeError> {
         TAG_END => Record::End {
             time: c.uvar("time")?,
         },
-        t => return Err(DecodeError::Corrupt(format!("unknown record tag {t:#04x}"))),
+        TAG_PROCESS if version >= 2 => Record::Process {
+            cwd: path_from_bytes(c.bytes("working directory length")?),
+            exe: path_from_bytes(c.bytes("executable path length")?),
+        },
+        TAG_UNTIMED_COMMIT if version >= 2 => Record::UntimedCommit {
+            thread: c.uvar("thread")?,
+            read_only: c.flag("read_only")?,
+        },
+        TAG_UNTIMED_ABORT if version >= 2 => {
+            let thread = c.uvar("thread")?;
+            let time = c.uvar("time")?;
+            let (reason, conflict) = c.abort()?;
+            Record::UntimedAbort {
+                thread,
+                time,
+                reason,
+                conflict,
+            }
+        }
+        t => {
+            return Err(DecodeError::Corrupt(format!(
+                "unknown record tag {t:#04x} (format version {version})"
+            )));
+        }
     };
     Ok((r, c.pos))
 }
@@ -678,7 +838,10 @@ mod tests {
         for v in [0, 1, 127, 128, 16383, 16384, u64::from(u32::MAX), u64::MAX] {
             let mut out = vec![TAG_END];
             put_uvar(&mut out, v);
-            assert_eq!(decode(&out), Ok((Record::End { time: v }, out.len())));
+            assert_eq!(
+                decode(&out, VERSION),
+                Ok((Record::End { time: v }, out.len()))
+            );
         }
     }
 
@@ -687,12 +850,12 @@ mod tests {
         let mut b = vec![TAG_END];
         b.extend_from_slice(&[0xff; 10]);
         b.push(0);
-        assert!(matches!(decode(&b), Err(DecodeError::Corrupt(_))));
+        assert!(matches!(decode(&b, VERSION), Err(DecodeError::Corrupt(_))));
         // The 10th byte may only carry the top bit.
         let mut b = vec![TAG_END];
         b.extend_from_slice(&[0x80; 9]);
         b.push(0x02);
-        assert!(matches!(decode(&b), Err(DecodeError::Corrupt(_))));
+        assert!(matches!(decode(&b, VERSION), Err(DecodeError::Corrupt(_))));
     }
 
     #[test]
@@ -711,7 +874,7 @@ mod tests {
         };
         let b = encode_event(&r).unwrap();
         assert_eq!(b.as_slice().len(), 52);
-        assert_eq!(decode(b.as_slice()), Ok((r, 52)));
+        assert_eq!(decode(b.as_slice(), VERSION), Ok((r, 52)));
     }
 
     #[test]

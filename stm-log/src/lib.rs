@@ -2,7 +2,8 @@
 //!
 //! Set `STM_LOG=stm.log`, call [`init_from_env`] at the start of `main` and keep the guard; run
 //! the program; then `stm-log report stm.log` prints the totals and the most expensive conflicts,
-//! each with the two source lines that fought:
+//! each with the two source lines that fought (from any directory: the log names the recording
+//! process's working directory, where the relative file names of the locations start):
 //!
 //! ```text
 //! 0.012s lost in aborts, 0.003s paused (1258x WRITE_READ)
@@ -37,18 +38,31 @@
 //! # Modules
 //!
 //! - the recorder ([`Recorder`], [`LogGuard`], [`init_from_env`]): per-thread buffers, no lock on
-//!   the hot path, one background flusher;
+//!   the hot path, one background flusher; it asks stm-core to time only a sample of the
+//!   attempts of threads without recent conflicts (see [`Recorder::TIMING`]);
 //! - [`format`](mod@format): the file layout (documented byte for byte in `docs/conflict-log.md`);
 //! - [`reader`]: [`LogReader`], an iterator of typed [`Record`]s that reports damage by offset;
 //! - [`writer`]: [`LogWriter`], to write logs record by record (tools and tests);
 //! - [`report`]: [`Report`], the analysis behind `stm-log report`, as text or JSON;
-//! - [`timeline`]: the SVG time line behind `stm-log timeline`;
+//! - `timeline` (feature `timeline`): the SVG time line behind `stm-log timeline`;
 //! - `TracingSink` (feature `tracing`): conflicts as `tracing` events.
+//!
+//! # Features
+//!
+//! With default features the library depends on stm-core alone. The others are off by default:
+//!
+//! - `cli`: the `stm-log` command (`report`, `timeline`), with clap; implies `timeline`.
+//!   Install it with `cargo install --path stm-log --features cli`, or run it from a checkout
+//!   with `cargo run -p stm-log --features cli -- report stm.log`;
+//! - `timeline`: the `timeline` module, with plotters;
+//! - `tracing`: `TracingSink`, with tracing.
 
 pub mod format;
+mod json;
 pub mod reader;
 mod recorder;
 pub mod report;
+#[cfg(feature = "timeline")]
 pub mod timeline;
 #[cfg(feature = "tracing")]
 mod tracing_sink;

@@ -5,6 +5,9 @@
 //! stm-log timeline FILE -o timeline.svg [--width PX] [--marks K]
 //! ```
 //!
+//! Built with the package's `cli` feature: `cargo install --path stm-log --features cli`, or
+//! `cargo run -p stm-log --features cli -- report FILE` from a checkout.
+//!
 //! Exit status: 0 on success; 1 when the file cannot be read at all (missing, not a log, a newer
 //! format version) or the output cannot be written; 2 for a bad command line; 3 when the log is
 //! damaged (truncated or corrupt) after its header: everything before the damage was reported,
@@ -40,7 +43,9 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// Where to look for the source files the log names (default: the current directory).
+        /// Where to look first for the source files the log names (then under the recording
+        /// process's working directory and its parents, its executable's folder and its
+        /// parents, and the current directory).
         #[arg(long, value_name = "DIR")]
         source_root: Option<PathBuf>,
     },

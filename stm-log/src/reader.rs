@@ -13,7 +13,7 @@
 //! # Ok::<(), stm_log::reader::ReadError>(())
 //! ```
 
-use crate::format::{self, DecodeError, HEADER_LEN, MAGIC, VERSION};
+use crate::format::{self, DecodeError, HEADER_LEN, MAGIC, MIN_VERSION, VERSION};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -89,7 +89,7 @@ impl fmt::Display for ReadError {
             ),
             ReadError::UnsupportedVersion { found, supported } => write!(
                 f,
-                "conflict log format version {found} is not supported (this stm-log reads versions 1 to {supported}); \
+                "conflict log format version {found} is not supported (this stm-log reads versions {MIN_VERSION} to {supported}); \
                  use a newer stm-log"
             ),
             ReadError::Truncated { offset } if *offset < HEADER_LEN as u64 => write!(
@@ -186,7 +186,7 @@ impl<R: Read> LogReader<R> {
             return Err(ReadError::Truncated { offset: 0 });
         }
         let version = u16::from_le_bytes([h[8], h[9]]);
-        if version == 0 || version > VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(ReadError::UnsupportedVersion {
                 found: version,
                 supported: VERSION,
@@ -247,7 +247,7 @@ impl<R: Read> LogReader<R> {
 
     fn next_record(&mut self) -> Option<Result<Record, ReadError>> {
         loop {
-            match format::decode(&self.buf[self.pos..self.end]) {
+            match format::decode(&self.buf[self.pos..self.end], self.header.version) {
                 Ok((r, n)) => {
                     self.pos += n;
                     return Some(Ok(r));
@@ -261,8 +261,8 @@ impl<R: Read> LogReader<R> {
                             offset: self.offset(),
                         }));
                     }
-                    // Every record fits the buffer (a location record is at most
-                    // 1 + 4 * 10 + MAX_PATH_LEN bytes), so refilling always makes progress.
+                    // Every record fits the buffer (the longest, a process record, is at most
+                    // 1 + 2 * (10 + MAX_PATH_LEN) bytes), so refilling always makes progress.
                     if let Err(e) = self.refill() {
                         return Some(Err(e));
                     }

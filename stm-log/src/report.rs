@@ -12,16 +12,17 @@
 //!   charged to no conflict.
 
 use crate::format::{AbortReason, ConflictSides, LocationId, Record};
+use crate::json::Value;
 use crate::reader::{LogReader, ReadError};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 use stm_core::ConflictKind;
 
 /// A source location, resolved from the log's location table.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Location {
     /// The file, as the compiler named it (usually relative to the workspace root).
     pub file: String,
@@ -29,9 +30,8 @@ pub struct Location {
     pub line: u32,
     /// The column, from 1.
     pub column: u32,
-    /// The line of source text, when [`Report::attach_sources`] could read it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    /// The line of source text, or why there is none, once [`Report::attach_sources`] looked.
+    pub source: Option<SourceLine>,
 }
 
 impl std::fmt::Display for Location {
@@ -40,11 +40,23 @@ impl std::fmt::Display for Location {
     }
 }
 
+/// What [`Report::attach_sources`] found for one location.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceLine {
+    /// The line of text (without its line break), when the file was found and has that line.
+    pub text: Option<String>,
+    /// The file that was read, when one was found.
+    pub path: Option<PathBuf>,
+    /// Why there is no text, or why it may not be the line that ran: `changed since the log was
+    /// recorded` (the file was modified after the recording started), `source file not found`,
+    /// ...
+    pub note: Option<String>,
+}
+
 /// The conflicts of one kind between the same two source locations.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConflictGroup {
     /// `WRITE_WRITE`, `WRITE_READ` or `INEVITABLE`.
-    #[serde(serialize_with = "ser_kind")]
     pub kind: ConflictKind,
     /// Where the aborted (or paused) transaction touched the word; `None` when unknown.
     pub this: Option<Location>,
@@ -52,11 +64,14 @@ pub struct ConflictGroup {
     pub other: Option<Location>,
     /// Conflict events in the group: aborts plus pauses.
     pub count: u64,
-    /// Attempts aborted.
+    /// Attempts aborted (timed or not).
     pub aborts: u64,
+    /// Of [`aborts`](Self::aborts), those of attempts the runtime did not time: their lost time
+    /// is unknown and not in [`lost_ns`](Self::lost_ns).
+    pub untimed_aborts: u64,
     /// Pauses.
     pub pauses: u64,
-    /// Nanoseconds of aborted attempts.
+    /// Nanoseconds of aborted (timed) attempts.
     pub lost_ns: u64,
     /// Nanoseconds paused.
     pub paused_ns: u64,
@@ -69,12 +84,8 @@ impl ConflictGroup {
     }
 }
 
-fn ser_kind<S: serde::Serializer>(k: &ConflictKind, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(k.name())
-}
-
 /// Figures for one thread.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ThreadTotals {
     /// The runtime's id of the thread.
     pub thread: u64,
@@ -82,18 +93,26 @@ pub struct ThreadTotals {
     pub attempts: u64,
     /// Attempts committed.
     pub commits: u64,
+    /// Of [`commits`](Self::commits), those the runtime did not time.
+    pub untimed_commits: u64,
     /// Attempts aborted by a conflict.
     pub aborts: u64,
-    /// Nanoseconds in committed attempts.
+    /// Of [`aborts`](Self::aborts), those the runtime did not time.
+    pub untimed_aborts: u64,
+    /// Nanoseconds in timed committed attempts.
     pub committed_ns: u64,
-    /// Nanoseconds in attempts aborted by a conflict.
+    /// [`committed_ns`](Self::committed_ns) plus, for each untimed commit, the mean duration of
+    /// this thread's timed commits (of every thread's, if this one has none): the estimated
+    /// time in all committed attempts. Equal to `committed_ns` when every commit was timed.
+    pub committed_estimated_ns: u64,
+    /// Nanoseconds in attempts aborted by a conflict (timed ones).
     pub lost_ns: u64,
     /// Nanoseconds paused.
     pub paused_ns: u64,
 }
 
 /// Where reading stopped early.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Damage {
     /// The byte offset.
     pub offset: Option<u64>,
@@ -101,9 +120,18 @@ pub struct Damage {
     pub message: String,
 }
 
+/// Where the recording process ran: its [`Record::Process`] (format version 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Its working directory (empty when unknown).
+    pub cwd: PathBuf,
+    /// Its executable (empty when unknown).
+    pub exe: PathBuf,
+}
+
 /// The analysis of a log. Build it with [`Report::from_path`], [`Report::from_reader`] or
 /// [`Report::from_records`]; print it with [`Report::render_text`] or [`Report::to_json`].
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Report {
     /// Records read.
     pub records: u64,
@@ -119,8 +147,13 @@ pub struct Report {
     pub commits: u64,
     /// Of which read-only.
     pub read_only_commits: u64,
+    /// Of [`commits`](Self::commits), those the runtime did not time (see
+    /// [`stm_core::Timing`]): counted, but their durations are estimated.
+    pub untimed_commits: u64,
     /// Attempts aborted by a conflict.
     pub aborts: u64,
+    /// Of [`aborts`](Self::aborts), those the runtime did not time: their lost time is unknown.
+    pub untimed_aborts: u64,
     /// Aborts by kind: `WRITE_WRITE`, `WRITE_READ`, `INEVITABLE`.
     pub aborts_by_kind: [u64; 3],
     /// Conflict aborts divided by attempts that ended (commits + every kind of abort).
@@ -131,13 +164,17 @@ pub struct Report {
     pub cancels: u64,
     /// Attempts ended by a panic.
     pub panics: u64,
-    /// Nanoseconds in attempts aborted by a conflict.
+    /// Nanoseconds in (timed) attempts aborted by a conflict.
     pub lost_ns: u64,
     /// Nanoseconds paused.
     pub paused_ns: u64,
-    /// Nanoseconds in committed attempts.
+    /// Nanoseconds in timed committed attempts.
     pub committed_ns: u64,
-    /// Nanoseconds in attempts ended by retry, cancel or panic.
+    /// The estimated nanoseconds in all committed attempts: the sum of the threads'
+    /// [`ThreadTotals::committed_estimated_ns`]. Equal to `committed_ns` when every commit was
+    /// timed.
+    pub committed_estimated_ns: u64,
+    /// Nanoseconds in (timed) attempts ended by retry, cancel or panic.
     pub other_abort_ns: u64,
     /// Times a thread took the inevitable token.
     pub inevitable_runs: u64,
@@ -153,11 +190,14 @@ pub struct Report {
     pub damage: Option<Damage>,
     /// The file's header, when the report was read from a file.
     pub header: Option<crate::format::Header>,
+    /// Where the recording process ran (format version 2 logs).
+    pub process: Option<ProcessInfo>,
 }
 
 #[derive(Default)]
 struct GroupAcc {
     aborts: u64,
+    untimed: u64,
     pauses: u64,
     lost: u64,
     paused: u64,
@@ -174,6 +214,8 @@ pub struct ReportBuilder {
     attempts: u64,
     commits: u64,
     read_only: u64,
+    untimed_commits: u64,
+    untimed_aborts: u64,
     aborts_by_kind: [u64; 3],
     retries: u64,
     cancels: u64,
@@ -192,6 +234,7 @@ pub struct ReportBuilder {
     /// Open inevitable run per thread: start time.
     open_inevitable: HashMap<u64, u64>,
     complete: bool,
+    process: Option<ProcessInfo>,
 }
 
 impl std::fmt::Debug for ReportBuilder {
@@ -260,6 +303,12 @@ impl ReportBuilder {
                     },
                 );
             }
+            Record::Process { ref cwd, ref exe } => {
+                self.process = Some(ProcessInfo {
+                    cwd: cwd.clone(),
+                    exe: exe.clone(),
+                });
+            }
             Record::Start { thread, .. } => {
                 self.attempts += 1;
                 self.thread(thread).attempts += 1;
@@ -277,39 +326,34 @@ impl ReportBuilder {
                 t.commits += 1;
                 t.committed_ns = t.committed_ns.saturating_add(duration);
             }
+            Record::UntimedCommit { thread, read_only } => {
+                // An untimed attempt has no start record: it is counted here.
+                self.attempts += 1;
+                self.commits += 1;
+                self.untimed_commits += 1;
+                self.read_only += u64::from(read_only);
+                let t = self.thread(thread);
+                t.attempts += 1;
+                t.commits += 1;
+                t.untimed_commits += 1;
+            }
             Record::Abort {
                 thread,
                 reason,
                 conflict,
                 lost,
                 ..
-            } => match reason {
-                AbortReason::Conflict(kind) => {
-                    self.aborts_by_kind[kind_index(kind)] += 1;
-                    self.lost = self.lost.saturating_add(lost);
-                    let t = self.thread(thread);
-                    t.aborts += 1;
-                    t.lost_ns = t.lost_ns.saturating_add(lost);
-                    let sides = conflict.unwrap_or(ConflictSides {
-                        kind,
-                        this: None,
-                        other: None,
-                        other_thread: None,
-                    });
-                    // The reason is authoritative for the kind.
-                    let g = self.group(&ConflictSides { kind, ..sides });
-                    g.aborts += 1;
-                    g.lost = g.lost.saturating_add(lost);
-                }
-                AbortReason::Retry | AbortReason::Cancel | AbortReason::Panic => {
-                    match reason {
-                        AbortReason::Retry => self.retries += 1,
-                        AbortReason::Cancel => self.cancels += 1,
-                        _ => self.panics += 1,
-                    }
-                    self.other_abort = self.other_abort.saturating_add(lost);
-                }
-            },
+            } => self.abort(thread, reason, conflict, Some(lost)),
+            Record::UntimedAbort {
+                thread,
+                reason,
+                conflict,
+                ..
+            } => {
+                self.attempts += 1;
+                self.thread(thread).attempts += 1;
+                self.abort(thread, reason, conflict, None);
+            }
             Record::PauseStart {
                 thread,
                 time,
@@ -343,6 +387,48 @@ impl ReportBuilder {
         }
     }
 
+    /// An abort; `lost` is `None` for an untimed one.
+    fn abort(
+        &mut self,
+        thread: u64,
+        reason: AbortReason,
+        conflict: Option<ConflictSides>,
+        lost: Option<u64>,
+    ) {
+        let untimed = u64::from(lost.is_none());
+        let lost = lost.unwrap_or(0);
+        match reason {
+            AbortReason::Conflict(kind) => {
+                self.aborts_by_kind[kind_index(kind)] += 1;
+                self.lost = self.lost.saturating_add(lost);
+                self.untimed_aborts += untimed;
+                let t = self.thread(thread);
+                t.aborts += 1;
+                t.untimed_aborts += untimed;
+                t.lost_ns = t.lost_ns.saturating_add(lost);
+                let sides = conflict.unwrap_or(ConflictSides {
+                    kind,
+                    this: None,
+                    other: None,
+                    other_thread: None,
+                });
+                // The reason is authoritative for the kind.
+                let g = self.group(&ConflictSides { kind, ..sides });
+                g.aborts += 1;
+                g.untimed += untimed;
+                g.lost = g.lost.saturating_add(lost);
+            }
+            AbortReason::Retry | AbortReason::Cancel | AbortReason::Panic => {
+                match reason {
+                    AbortReason::Retry => self.retries += 1,
+                    AbortReason::Cancel => self.cancels += 1,
+                    _ => self.panics += 1,
+                }
+                self.other_abort = self.other_abort.saturating_add(lost);
+            }
+        }
+    }
+
     /// The report, with `damage` when reading stopped early.
     pub fn finish(mut self, damage: Option<&ReadError>) -> Report {
         let last = self.last;
@@ -371,6 +457,7 @@ impl ReportBuilder {
                 .entry((*kind, resolve(*this), resolve(*other)))
                 .or_default();
             m.aborts += g.aborts;
+            m.untimed += g.untimed;
             m.pauses += g.pauses;
             m.lost = m.lost.saturating_add(g.lost);
             m.paused = m.paused.saturating_add(g.paused);
@@ -383,6 +470,7 @@ impl ReportBuilder {
                 other,
                 count: g.aborts + g.pauses,
                 aborts: g.aborts,
+                untimed_aborts: g.untimed,
                 pauses: g.pauses,
                 lost_ns: g.lost,
                 paused_ns: g.paused,
@@ -396,6 +484,17 @@ impl ReportBuilder {
         });
         let mut threads: Vec<ThreadTotals> = self.threads.into_values().collect();
         threads.sort_by_key(|t| t.thread);
+        // Untimed commits are charged the mean duration of their thread's timed commits (of
+        // every thread's when it has none).
+        let mean = |ns: u64, timed: u64| (timed > 0).then(|| ns as f64 / timed as f64);
+        let overall = mean(self.committed, self.commits - self.untimed_commits).unwrap_or(0.0);
+        let mut committed_estimated: u64 = 0;
+        for t in &mut threads {
+            let m = mean(t.committed_ns, t.commits - t.untimed_commits).unwrap_or(overall);
+            let estimate = (m * t.untimed_commits as f64).round() as u64;
+            t.committed_estimated_ns = t.committed_ns.saturating_add(estimate);
+            committed_estimated = committed_estimated.saturating_add(t.committed_estimated_ns);
+        }
         let aborts: u64 = self.aborts_by_kind.iter().sum();
         let ended = self.commits + aborts + self.retries + self.cancels + self.panics;
         Report {
@@ -406,7 +505,9 @@ impl ReportBuilder {
             attempts: self.attempts,
             commits: self.commits,
             read_only_commits: self.read_only,
+            untimed_commits: self.untimed_commits,
             aborts,
+            untimed_aborts: self.untimed_aborts,
             aborts_by_kind: self.aborts_by_kind,
             abort_rate: if ended == 0 {
                 0.0
@@ -419,6 +520,7 @@ impl ReportBuilder {
             lost_ns: self.lost,
             paused_ns: self.paused,
             committed_ns: self.committed,
+            committed_estimated_ns: committed_estimated,
             other_abort_ns: self.other_abort,
             inevitable_runs: self.inevitable_runs,
             inevitable_ns: self.inevitable_ns,
@@ -426,6 +528,7 @@ impl ReportBuilder {
             conflicts,
             complete: self.complete,
             header: None,
+            process: self.process,
             damage: damage.map(|e| Damage {
                 offset: e.offset(),
                 message: e.to_string(),
@@ -509,28 +612,155 @@ impl Report {
         self.conflicts.truncate(top);
     }
 
-    /// Fills [`Location::source`] of every conflict location whose file can be read (relative to
-    /// `source_root` first when given, then to the current directory, or as an absolute path).
+    /// Fills [`Location::source`] of every conflict location: the line of text, where it was
+    /// read, or why it was not.
+    ///
+    /// A file name as the compiler wrote it is usually relative (to the crate's or the
+    /// workspace's root). It is looked for under `source_root` first, when given; then, for a
+    /// log that names the recording process's working directory and executable (format version
+    /// 2), under that directory and each of its parents, then under the executable's folder and
+    /// each of its parents; then under the current directory. The first regular file found is
+    /// read. A file modified after the log's recording started is still shown, with the note
+    /// `changed since the log was recorded`.
     pub fn attach_sources(&mut self, source_root: Option<&Path>) {
-        let mut files = SourceCache::new(source_root);
+        let mut files = SourceCache::new(self, source_root);
         for g in &mut self.conflicts {
             for loc in [&mut g.this, &mut g.other].into_iter().flatten() {
-                loc.source = files.line(&loc.file, loc.line);
+                loc.source = Some(files.line(&loc.file, loc.line));
             }
         }
     }
 
-    /// The report as pretty-printed JSON (every field of [`Report`]).
+    /// The report as pretty-printed JSON: every field of [`Report`] under its own name (a
+    /// location's [`SourceLine`] as `source` (the text), `source_path` and `source_note`, each
+    /// present when known); durations in integer nanoseconds, the kind of a conflict as its
+    /// name (`"WRITE_READ"`).
     pub fn to_json(&self) -> String {
-        // Serialising plain structs of numbers and strings cannot fail.
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        self.json().pretty()
+    }
+
+    fn json(&self) -> Value {
+        use Value::{Arr, Bool, F64, Null, Obj, Str, U64};
+        let location = |l: &Location| {
+            let mut o = vec![
+                ("file", Str(l.file.clone())),
+                ("line", U64(u64::from(l.line))),
+                ("column", U64(u64::from(l.column))),
+            ];
+            if let Some(s) = &l.source {
+                if let Some(t) = &s.text {
+                    o.push(("source", Str(t.clone())));
+                }
+                if let Some(p) = &s.path {
+                    o.push(("source_path", Str(p.display().to_string())));
+                }
+                if let Some(n) = &s.note {
+                    o.push(("source_note", Str(n.clone())));
+                }
+            }
+            Obj(o)
+        };
+        let threads = self
+            .threads
+            .iter()
+            .map(|t| {
+                Obj(vec![
+                    ("thread", U64(t.thread)),
+                    ("attempts", U64(t.attempts)),
+                    ("commits", U64(t.commits)),
+                    ("untimed_commits", U64(t.untimed_commits)),
+                    ("aborts", U64(t.aborts)),
+                    ("untimed_aborts", U64(t.untimed_aborts)),
+                    ("committed_ns", U64(t.committed_ns)),
+                    ("committed_estimated_ns", U64(t.committed_estimated_ns)),
+                    ("lost_ns", U64(t.lost_ns)),
+                    ("paused_ns", U64(t.paused_ns)),
+                ])
+            })
+            .collect();
+        let conflicts = self
+            .conflicts
+            .iter()
+            .map(|g| {
+                Obj(vec![
+                    ("kind", Str(g.kind.name().to_string())),
+                    ("this", Value::opt(g.this.as_ref(), location)),
+                    ("other", Value::opt(g.other.as_ref(), location)),
+                    ("count", U64(g.count)),
+                    ("aborts", U64(g.aborts)),
+                    ("untimed_aborts", U64(g.untimed_aborts)),
+                    ("pauses", U64(g.pauses)),
+                    ("lost_ns", U64(g.lost_ns)),
+                    ("paused_ns", U64(g.paused_ns)),
+                ])
+            })
+            .collect();
+        Obj(vec![
+            ("records", U64(self.records)),
+            ("start_ns", U64(self.start_ns)),
+            ("wall_ns", U64(self.wall_ns)),
+            ("transactions", U64(self.transactions)),
+            ("attempts", U64(self.attempts)),
+            ("commits", U64(self.commits)),
+            ("read_only_commits", U64(self.read_only_commits)),
+            ("untimed_commits", U64(self.untimed_commits)),
+            ("aborts", U64(self.aborts)),
+            ("untimed_aborts", U64(self.untimed_aborts)),
+            (
+                "aborts_by_kind",
+                Arr(self.aborts_by_kind.iter().map(|&n| U64(n)).collect()),
+            ),
+            ("abort_rate", F64(self.abort_rate)),
+            ("retries", U64(self.retries)),
+            ("cancels", U64(self.cancels)),
+            ("panics", U64(self.panics)),
+            ("lost_ns", U64(self.lost_ns)),
+            ("paused_ns", U64(self.paused_ns)),
+            ("committed_ns", U64(self.committed_ns)),
+            ("committed_estimated_ns", U64(self.committed_estimated_ns)),
+            ("other_abort_ns", U64(self.other_abort_ns)),
+            ("inevitable_runs", U64(self.inevitable_runs)),
+            ("inevitable_ns", U64(self.inevitable_ns)),
+            ("threads", Arr(threads)),
+            ("conflicts", Arr(conflicts)),
+            ("complete", Bool(self.complete)),
+            (
+                "damage",
+                Value::opt(self.damage.as_ref(), |d| {
+                    Obj(vec![
+                        ("offset", Value::opt(d.offset, U64)),
+                        ("message", Str(d.message.clone())),
+                    ])
+                }),
+            ),
+            (
+                "header",
+                Value::opt(self.header.as_ref(), |h| {
+                    Obj(vec![
+                        ("version", U64(u64::from(h.version))),
+                        ("pid", U64(u64::from(h.pid))),
+                        ("start_unix_ns", U64(h.start_unix_ns)),
+                    ])
+                }),
+            ),
+            (
+                "process",
+                match &self.process {
+                    None => Null,
+                    Some(p) => Obj(vec![
+                        ("cwd", Str(p.cwd.display().to_string())),
+                        ("exe", Str(p.exe.display().to_string())),
+                    ]),
+                },
+            ),
+        ])
     }
 
     /// The report as text: totals, per-thread figures, then the `top` most expensive conflicts,
-    /// each with both locations and the line of source under each when the file can be read
-    /// (see [`Report::attach_sources`] for where it looks).
+    /// each with both locations and the line of source under each (see
+    /// [`Report::attach_sources`] for where it looks, and the notes it adds).
     pub fn render_text(&self, top: usize, source_root: Option<&Path>) -> String {
-        let mut files = SourceCache::new(source_root);
+        let mut files = SourceCache::new(self, source_root);
         let mut o = String::new();
         let pct = |n: u64, d: u64| {
             if d == 0 {
@@ -547,6 +777,9 @@ impl Report {
                 utc(h.start_unix_ns),
                 h.version
             );
+        }
+        if let Some(p) = &self.process {
+            let _ = writeln!(o, "recorded in {}", p.cwd.display());
         }
         let _ = writeln!(
             o,
@@ -579,11 +812,20 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "time lost in aborts {}, paused {}, in committed attempts {}",
+            "time lost in aborts {}{}, paused {}, in committed attempts {}",
             secs(self.lost_ns),
+            untimed_note(self.untimed_aborts),
             secs(self.paused_ns),
-            secs(self.committed_ns)
+            committed(self.committed_estimated_ns, self.untimed_commits)
         );
+        if self.untimed_commits > 0 {
+            let _ = writeln!(
+                o,
+                "  (~: estimated; {} of {} commits were not timed, each counted at its thread's \
+                 mean timed commit)",
+                self.untimed_commits, self.commits
+            );
+        }
         let _ = writeln!(
             o,
             "inevitable: {} runs, token held {}",
@@ -609,7 +851,7 @@ impl Report {
                     pct(t.aborts, ended),
                     secs(t.lost_ns),
                     secs(t.paused_ns),
-                    secs(t.committed_ns)
+                    committed(t.committed_estimated_ns, t.untimed_commits)
                 );
             }
         }
@@ -626,8 +868,9 @@ impl Report {
         for g in self.conflicts.iter().take(top) {
             let _ = writeln!(
                 o,
-                "\n{} lost in aborts, {} paused ({}x {})",
+                "\n{} lost in aborts{}, {} paused ({}x {})",
                 secs(g.lost_ns),
+                untimed_note(g.untimed_aborts),
                 secs(g.paused_ns),
                 g.count,
                 g.kind.name()
@@ -639,9 +882,25 @@ impl Report {
                     }
                     Some(l) => {
                         let _ = writeln!(o, "  {l}");
-                        let text = l.source.clone().or_else(|| files.line(&l.file, l.line));
-                        if let Some(text) = text {
-                            let _ = writeln!(o, "      {}", text.trim());
+                        let found;
+                        let s = match &l.source {
+                            Some(s) => s,
+                            None => {
+                                found = files.line(&l.file, l.line);
+                                &found
+                            }
+                        };
+                        match (&s.text, &s.note) {
+                            (Some(text), None) => {
+                                let _ = writeln!(o, "      {}", text.trim());
+                            }
+                            (Some(text), Some(note)) => {
+                                let _ = writeln!(o, "      {}    ({note})", text.trim());
+                            }
+                            (None, Some(note)) => {
+                                let _ = writeln!(o, "      ({note})");
+                            }
+                            (None, None) => {}
                         }
                     }
                 }
@@ -654,45 +913,141 @@ impl Report {
     }
 }
 
+/// ` (and N untimed aborts)` when there are any: their lost time is not in the figure.
+fn untimed_note(n: u64) -> String {
+    match n {
+        0 => String::new(),
+        1 => " (and 1 untimed abort)".to_string(),
+        n => format!(" (and {n} untimed aborts)"),
+    }
+}
+
+/// A committed time, marked `~` when some of it is estimated.
+fn committed(ns: u64, untimed: u64) -> String {
+    if untimed > 0 {
+        format!("~{}", secs(ns))
+    } else {
+        secs(ns)
+    }
+}
+
 /// Largest source file the report reads.
 const MAX_SOURCE: u64 = 16 << 20;
 
-/// Reads source files once each.
+/// Finds and reads source files, once each (see [`Report::attach_sources`]).
 struct SourceCache {
-    root: Option<PathBuf>,
-    files: HashMap<String, Option<Vec<String>>>,
+    /// Where relative names are looked for, in order.
+    bases: Vec<PathBuf>,
+    /// When the recording started: a file modified later may no longer hold the line that ran.
+    recorded: Option<SystemTime>,
+    files: HashMap<String, Result<SourceFile, String>>,
+}
+
+struct SourceFile {
+    path: PathBuf,
+    lines: Vec<String>,
+    changed: bool,
 }
 
 impl SourceCache {
-    fn new(root: Option<&Path>) -> Self {
+    fn new(report: &Report, root: Option<&Path>) -> Self {
+        let mut bases: Vec<PathBuf> = root.map(Path::to_path_buf).into_iter().collect();
+        if let Some(p) = &report.process {
+            if p.cwd.is_absolute() {
+                bases.extend(p.cwd.ancestors().map(Path::to_path_buf));
+            }
+            if let Some(dir) = p.exe.parent().filter(|d| d.is_absolute()) {
+                bases.extend(dir.ancestors().map(Path::to_path_buf));
+            }
+        }
+        bases.push(PathBuf::new()); // the current directory
+        let mut seen = std::collections::HashSet::new();
+        bases.retain(|b| seen.insert(b.clone()));
         SourceCache {
-            root: root.map(Path::to_path_buf),
+            bases,
+            recorded: report
+                .header
+                .map(|h| SystemTime::UNIX_EPOCH + Duration::from_nanos(h.start_unix_ns)),
             files: HashMap::new(),
         }
     }
 
-    fn line(&mut self, file: &str, line: u32) -> Option<String> {
-        let root = self.root.clone();
-        let lines = self.files.entry(file.to_owned()).or_insert_with(|| {
-            let candidates = root
-                .iter()
-                .map(|r| r.join(file))
-                .chain(std::iter::once(PathBuf::from(file)));
-            for p in candidates {
-                // Only regular files of sane size: a name in a damaged log could point anywhere
-                // (a FIFO, a device).
-                let ok = std::fs::metadata(&p).is_ok_and(|m| m.is_file() && m.len() <= MAX_SOURCE);
-                if !ok {
-                    continue;
-                }
-                if let Ok(text) = std::fs::read_to_string(&p) {
-                    return Some(text.lines().map(str::to_owned).collect());
+    fn open(&self, file: &str) -> Result<SourceFile, String> {
+        // An absolute name ignores the base (`join` replaces it).
+        for base in &self.bases {
+            let p = base.join(file);
+            // Only regular files: a name in a damaged log could point anywhere (a FIFO, a device).
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            if meta.len() > MAX_SOURCE {
+                return Err(format!(
+                    "{} is larger than {} MiB: not read",
+                    p.display(),
+                    MAX_SOURCE >> 20
+                ));
+            }
+            let text =
+                std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let text = String::from_utf8_lossy(&text);
+            let changed = match (self.recorded, meta.modified()) {
+                (Some(rec), Ok(m)) => m > rec,
+                _ => false,
+            };
+            let path = if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir().map_or(p.clone(), |d| d.join(&p))
+            };
+            return Ok(SourceFile {
+                path,
+                lines: text.lines().map(str::to_owned).collect(),
+                changed,
+            });
+        }
+        Err("source file not found; --source-root DIR says where to look".to_string())
+    }
+
+    fn line(&mut self, file: &str, line: u32) -> SourceLine {
+        if !self.files.contains_key(file) {
+            let f = self.open(file);
+            self.files.insert(file.to_owned(), f);
+        }
+        match &self.files[file] {
+            Err(why) => SourceLine {
+                text: None,
+                path: None,
+                note: Some(why.clone()),
+            },
+            Ok(f) => {
+                let text = usize::try_from(line)
+                    .ok()
+                    .and_then(|l| l.checked_sub(1))
+                    .and_then(|i| f.lines.get(i))
+                    .cloned();
+                let note = match (&text, f.changed) {
+                    (Some(_), false) => None,
+                    (Some(_), true) => Some("changed since the log was recorded".to_string()),
+                    (None, changed) => Some(format!(
+                        "{} has no line {line}{}",
+                        f.path.display(),
+                        if changed {
+                            ": changed since the log was recorded"
+                        } else {
+                            ""
+                        }
+                    )),
+                };
+                SourceLine {
+                    text,
+                    path: Some(f.path.clone()),
+                    note,
                 }
             }
-            None
-        });
-        let idx = usize::try_from(line).ok()?.checked_sub(1)?;
-        lines.as_ref()?.get(idx).cloned()
+        }
     }
 }
 

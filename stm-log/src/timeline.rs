@@ -7,6 +7,10 @@
 //! contained them, so nothing is counted twice). Runs of equal bars are merged, so the SVG stays
 //! small however long the log. Every abort or pause of one of the `marks` most expensive
 //! conflict groups puts a numbered triangle over its lane, and the legend names the group.
+//!
+//! Commits that the runtime did not time (format version 2, see [`stm_core::Timing`]) have no
+//! place in time of their own: each is drawn as its thread's mean timed commit, spread evenly
+//! over the time between the thread's records before and after it.
 
 use crate::format::{ConflictSides, LocationId, Record};
 use crate::reader::{LogReader, ReadError};
@@ -112,6 +116,29 @@ struct Lane {
     /// Time of the open attempt's start record, and pauses inside it.
     pauses_in_attempt: Vec<(u64, u64)>,
     open_pause: Option<u64>,
+    /// The time of this thread's last record that had one.
+    last_time: Option<u64>,
+    /// Untimed commits since `last_time`, not drawn yet.
+    untimed: u64,
+    /// The mean duration of this thread's timed commits (nanoseconds).
+    mean_commit: f64,
+}
+
+impl Lane {
+    /// Draws the untimed commits since the last record with a time, over the time from that
+    /// record to `t`, and moves on to `t`.
+    fn timed(&mut self, binner: &Binner, t: u64) {
+        if self.untimed > 0 {
+            let s = self.last_time.unwrap_or(binner.start).min(t);
+            let len = (t - s) as f64;
+            if len > 0.0 {
+                let share = (self.untimed as f64 * self.mean_commit / len).min(1.0);
+                binner.spread(&mut self.committed, s, t, share);
+            }
+            self.untimed = 0;
+        }
+        self.last_time = Some(self.last_time.map_or(t, |l| l.max(t)));
+    }
 }
 
 struct Binner {
@@ -121,8 +148,8 @@ struct Binner {
 }
 
 impl Binner {
-    /// Adds `sign` times the part of `[s, e)` that falls in each bin to `acc`.
-    fn spread(&self, acc: &mut [f64], s: u64, e: u64, sign: f64) {
+    /// Adds `weight` times the part of `[s, e)` that falls in each bin to `acc`.
+    fn spread(&self, acc: &mut [f64], s: u64, e: u64, weight: f64) {
         if e <= s {
             return;
         }
@@ -134,7 +161,7 @@ impl Binner {
             let lo = a.max(i as f64);
             let hi = b.min(i as f64 + 1.0);
             if hi > lo {
-                *slot += sign * (hi - lo) * self.bin_ns;
+                *slot += weight * (hi - lo) * self.bin_ns;
             }
         }
     }
@@ -188,14 +215,24 @@ pub fn render_svg(
         bin_ns: (report.wall_ns.max(1) as f64) / plot_w as f64,
         bins: plot_w,
     };
+    let mean = |ns: u64, timed: u64| (timed > 0).then(|| ns as f64 / timed as f64);
+    let overall = mean(report.committed_ns, report.commits - report.untimed_commits).unwrap_or(0.0);
     let mut lanes: Vec<Lane> = lanes_ids
         .iter()
-        .map(|_| Lane {
-            committed: vec![0.0; plot_w],
-            aborted: vec![0.0; plot_w],
-            paused: vec![0.0; plot_w],
-            pauses_in_attempt: Vec::new(),
-            open_pause: None,
+        .map(|id| {
+            let t = report.threads.iter().find(|t| t.thread == *id);
+            Lane {
+                committed: vec![0.0; plot_w],
+                aborted: vec![0.0; plot_w],
+                paused: vec![0.0; plot_w],
+                pauses_in_attempt: Vec::new(),
+                open_pause: None,
+                last_time: None,
+                untimed: 0,
+                mean_commit: t
+                    .and_then(|t| mean(t.committed_ns, t.commits - t.untimed_commits))
+                    .unwrap_or(overall),
+            }
         })
         .collect();
     // (lane, bin, mark index)
@@ -217,7 +254,44 @@ pub fn render_svg(
                 break;
             }
         };
+        if let Some(t) = r.time() {
+            let lane = match r {
+                Record::End { .. } => None,
+                Record::Start { thread, .. }
+                | Record::Commit { thread, .. }
+                | Record::Abort { thread, .. }
+                | Record::UntimedAbort { thread, .. }
+                | Record::PauseStart { thread, .. }
+                | Record::PauseEnd { thread, .. }
+                | Record::InevitableBegin { thread, .. }
+                | Record::InevitableEnd { thread, .. } => lane_of.get(&thread),
+                _ => None,
+            };
+            if let Some(&l) = lane {
+                lanes[l].timed(&binner, t);
+            }
+        }
         match r {
+            Record::Process { .. } => {}
+            Record::UntimedCommit { thread, .. } => {
+                if let Some(&l) = lane_of.get(&thread) {
+                    lanes[l].untimed += 1;
+                    lanes[l].pauses_in_attempt.clear();
+                }
+            }
+            Record::UntimedAbort {
+                thread,
+                time,
+                conflict,
+                ..
+            } => {
+                if let Some(&l) = lane_of.get(&thread) {
+                    lanes[l].pauses_in_attempt.clear();
+                    if let Some(m) = conflict.as_ref().and_then(|c| mark_of(&locations, c)) {
+                        marks.push((l, binner.bin(time), m));
+                    }
+                }
+            }
             Record::Location {
                 id,
                 file,
@@ -304,6 +378,10 @@ pub fn render_svg(
             }
             Record::InevitableBegin { .. } | Record::InevitableEnd { .. } | Record::End { .. } => {}
         }
+    }
+    let end = report.start_ns.saturating_add(report.wall_ns);
+    for lane in &mut lanes {
+        lane.timed(&binner, end);
     }
     marks.sort_unstable();
     marks.dedup();
@@ -459,4 +537,49 @@ fn draw(
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane(bins: usize, mean_commit: f64) -> Lane {
+        Lane {
+            committed: vec![0.0; bins],
+            aborted: vec![0.0; bins],
+            paused: vec![0.0; bins],
+            pauses_in_attempt: Vec::new(),
+            open_pause: None,
+            last_time: None,
+            untimed: 0,
+            mean_commit,
+        }
+    }
+
+    #[test]
+    fn untimed_commits_are_spread_between_the_records_around_them() {
+        // 10 bins of 100 ns from t = 1000.
+        let binner = Binner {
+            start: 1_000,
+            bin_ns: 100.0,
+            bins: 10,
+        };
+        let mut l = lane(10, 50.0);
+        l.timed(&binner, 1_200);
+        // Four untimed commits of 50 ns (estimated) between 1200 and 1600: 200 ns over 400 ns,
+        // half of each of the four bins.
+        l.untimed = 4;
+        l.timed(&binner, 1_600);
+        assert_eq!(l.untimed, 0);
+        assert_eq!(l.last_time, Some(1_600));
+        let expect = [0.0, 0.0, 50.0, 50.0, 50.0, 50.0, 0.0, 0.0, 0.0, 0.0];
+        for (got, want) in l.committed.iter().zip(expect) {
+            assert!((got - want).abs() < 1e-9, "{:?}", l.committed);
+        }
+        // More estimated time than the interval holds fills it, no more.
+        l.untimed = 100;
+        l.timed(&binner, 1_800);
+        assert!((l.committed[6] - 100.0).abs() < 1e-9 && (l.committed[7] - 100.0).abs() < 1e-9);
+        assert_eq!(l.committed.iter().sum::<f64>(), 400.0);
+    }
 }

@@ -35,7 +35,9 @@ impl TracingSink {
         TracingSink { next: None }
     }
 
-    /// A sink that emits `tracing` events and passes every event on to `next`.
+    /// A sink that emits `tracing` events and passes every event on to `next`. The chain
+    /// times every attempt (the default [`EventSink::timing`]), whatever `next` would ask for:
+    /// a [`Recorder`](crate::Recorder) behind it gets only timed events.
     pub fn with_next(next: impl EventSink) -> Self {
         TracingSink {
             next: Some(Box::new(next)),

@@ -1,9 +1,11 @@
 //! The `stm-log` command, run as a process: reports, JSON, time lines, and bad input.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use stm_core::ConflictKind;
-use stm_log::{AbortReason, ConflictSides, LogWriter, Record};
+use std::sync::Barrier;
+use std::time::{Duration, SystemTime};
+use stm_core::{ConflictKind, TVar, atomically};
+use stm_log::{AbortReason, ConflictSides, LogGuard, LogWriter, Record};
 
 fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("stm-log-cli-{}-{name}", std::process::id()))
@@ -11,8 +13,12 @@ fn temp(name: &str) -> PathBuf {
 
 fn stm_log(args: &[&str]) -> Output {
     // Run where no `src/main.rs` exists, so that source lines come only from `--source-root`.
+    stm_log_in(&std::env::temp_dir(), args)
+}
+
+fn stm_log_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stm-log"))
-        .current_dir(std::env::temp_dir())
+        .current_dir(dir)
         .args(args)
         .output()
         .expect("run stm-log")
@@ -120,7 +126,7 @@ fn report_prints_totals_then_blocks() {
     let pid = std::process::id();
     assert!(
         out.starts_with(&format!(
-            "log of process {pid}, recorded from 1970-01-01 00:00:00 UTC (format version 1)\nwall time 0.003100s, 15 records\n"
+            "log of process {pid}, recorded from 1970-01-01 00:00:00 UTC (format version 2)\nwall time 0.003100s, 15 records\n"
         )),
         "{out}"
     );
@@ -130,7 +136,10 @@ fn report_prints_totals_then_blocks() {
     );
     // Most expensive first: WRITE_WRITE costs 0.5 + 2 ms, WRITE_READ 3 ms.
     let wr = out
-        .find("0.003000s lost in aborts, 0.000s paused (3x WRITE_READ)\n  src/main.rs:42:17\n  src/main.rs:40:9")
+        .find(
+            "0.003000s lost in aborts, 0.000s paused (3x WRITE_READ)\n  src/main.rs:42:17\n      \
+             (source file not found; --source-root DIR says where to look)\n  src/main.rs:40:9\n",
+        )
         .expect(&out);
     let ww = out
         .find("0.000500s lost in aborts, 0.002000s paused (2x WRITE_WRITE)")
@@ -140,7 +149,8 @@ fn report_prints_totals_then_blocks() {
     assert!(o.status.success());
     assert!(!text(&o.stdout).contains("WRITE_WRITE)"));
 
-    // With the sources at hand, each location gets its line of text.
+    // With the sources at hand, each location gets its line of text; these files were written
+    // after the log's recording time (1970), so each line says so.
     let root = temp("root");
     std::fs::create_dir_all(root.join("src")).unwrap();
     let mut src: Vec<String> = (1..=45).map(|i| format!("// {i}")).collect();
@@ -151,8 +161,9 @@ fn report_prints_totals_then_blocks() {
     let out = text(&o.stdout);
     assert!(
         out.contains(
-            "(3x WRITE_READ)\n  src/main.rs:42:17\n      let x = tx.read(&COUNTER)?;\n  \
-             src/main.rs:40:9\n      tx.write(&COUNTER, x + 1)?;\n"
+            "(3x WRITE_READ)\n  src/main.rs:42:17\n      let x = tx.read(&COUNTER)?;    \
+             (changed since the log was recorded)\n  src/main.rs:40:9\n      \
+             tx.write(&COUNTER, x + 1)?;    (changed since the log was recorded)\n"
         ),
         "{out}"
     );
@@ -201,12 +212,12 @@ fn bad_input_is_a_clear_error() {
     std::fs::write(&foreign, b"#!/bin/sh\necho this is not a log\n").unwrap();
     let newer = temp("newer.log");
     let mut b = log_bytes();
-    b[8] = 2;
+    b[8] = 3;
     std::fs::write(&newer, &b).unwrap();
     let missing = temp("missing.log");
     for (file, msg) in [
         (&foreign, "not an stm conflict log"),
-        (&newer, "version 2 is not supported"),
+        (&newer, "version 3 is not supported"),
         (&missing, "read error"),
     ] {
         for cmd in [
@@ -318,4 +329,206 @@ fn timeline_draws_an_svg() {
     assert!(text(&o.stdout).contains("no conflicts"));
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(&svg).unwrap();
+}
+
+/// The line of this file that holds `snippet` (exactly one line must).
+fn line_of(snippet: &str) -> String {
+    let hits: Vec<&str> = include_str!("cli.rs")
+        .lines()
+        .filter(|l| l.contains(snippet) && !l.contains("line_of("))
+        .collect();
+    assert_eq!(hits.len(), 1, "{snippet:?} on {hits:?}");
+    hits[0].trim().to_string()
+}
+
+/// A log recorded in this project (by this test process, whose working directory is the
+/// package's folder, while the compiler named this file relative to the workspace root), then
+/// reported with `/` as the current directory: both lines of the conflict come with their text.
+#[test]
+fn report_run_from_the_root_directory_shows_the_recorded_lines() {
+    let path = temp("recorded.log");
+    let guard = LogGuard::create(&path).unwrap();
+    let x = TVar::new(0u64);
+    let (go, done) = (Barrier::new(2), Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut first = true;
+            atomically(|tx| {
+                let v = tx.read(&x)?; // cli: the read that is invalidated
+                if std::mem::take(&mut first) {
+                    go.wait();
+                    done.wait();
+                }
+                tx.write(&x, v + 1)
+            });
+        });
+        s.spawn(|| {
+            go.wait();
+            atomically(|tx| tx.write(&x, 100)); // cli: the write that invalidates it
+            done.wait();
+        });
+    });
+    guard.finish().unwrap();
+    assert_eq!(x.load(), 101);
+    let read = line_of("// cli: the read that is invalidated");
+    let write = line_of("// cli: the write that invalidates it");
+
+    let o = stm_log_in(Path::new("/"), &["report", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("(1x WRITE_READ)"), "{out}");
+    assert!(out.contains(&format!("      {read}\n")), "{out}");
+    assert!(out.contains(&format!("      {write}\n")), "{out}");
+    let cwd = std::env::current_dir().unwrap();
+    assert!(
+        out.contains(&format!("recorded in {}\n", cwd.display())),
+        "{out}"
+    );
+
+    let o = stm_log_in(
+        Path::new("/"),
+        &["report", path.to_str().unwrap(), "--json"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let g = &v["conflicts"][0];
+    assert_eq!(g["this"]["source"].as_str().unwrap().trim(), read);
+    assert_eq!(g["other"]["source"].as_str().unwrap().trim(), write);
+    let file = Path::new(g["this"]["source_path"].as_str().unwrap());
+    assert!(
+        file.is_absolute() && file.ends_with("stm-log/tests/cli.rs"),
+        "{file:?}"
+    );
+    assert!(g["this"].get("source_note").is_none(), "{g}");
+    assert_eq!(v["process"]["cwd"], cwd.to_str().unwrap());
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A log that names a project directory: a line whose file is unchanged prints plainly, one
+/// whose file was modified after the recording prints with a note, and a file that is gone
+/// says so, in text and in JSON. Source files are found under a parent of the recording's
+/// working directory, from `/`.
+#[test]
+fn sources_changed_or_gone_since_the_recording_say_so() {
+    let proj = temp("proj");
+    let _ = std::fs::remove_dir_all(&proj);
+    std::fs::create_dir_all(proj.join("src")).unwrap();
+    std::fs::create_dir_all(proj.join("crate-dir")).unwrap();
+    std::fs::write(proj.join("src/same.rs"), "fn a() {}\n    let same = 1;\n").unwrap();
+    std::fs::write(proj.join("src/edited.rs"), "    let edited = 2;\n").unwrap();
+    let same_time = std::fs::metadata(proj.join("src/same.rs"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    // Recorded a minute after `same.rs` was written; `edited.rs` was modified an hour later.
+    let recorded = same_time + Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(proj.join("src/edited.rs"))
+        .unwrap()
+        .set_modified(same_time + Duration::from_secs(3600))
+        .unwrap();
+    let start_ns = recorded
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut w = LogWriter::new(Vec::new(), start_ns).unwrap();
+    let loc = |id, file: &str, line| Record::Location {
+        id,
+        file: file.into(),
+        line,
+        column: 5,
+    };
+    let recs = [
+        Record::Process {
+            cwd: proj.join("crate-dir"),
+            exe: PathBuf::new(),
+        },
+        loc(0, "src/same.rs", 2),
+        loc(1, "src/edited.rs", 1),
+        loc(2, "src/gone.rs", 7),
+        Record::Start {
+            thread: 1,
+            time: 0,
+            inevitable: false,
+        },
+        Record::Abort {
+            thread: 1,
+            time: 100,
+            reason: AbortReason::Conflict(ConflictKind::WriteRead),
+            conflict: Some(ConflictSides {
+                kind: ConflictKind::WriteRead,
+                this: Some(0),
+                other: Some(1),
+                other_thread: Some(2),
+            }),
+            lost: 100,
+        },
+        Record::UntimedAbort {
+            thread: 1,
+            time: 200,
+            reason: AbortReason::Conflict(ConflictKind::WriteWrite),
+            conflict: Some(ConflictSides {
+                kind: ConflictKind::WriteWrite,
+                this: Some(2),
+                other: None,
+                other_thread: None,
+            }),
+        },
+    ];
+    for r in &recs {
+        w.write(r).unwrap();
+    }
+    let path = temp("changed.log");
+    std::fs::write(&path, w.into_inner()).unwrap();
+
+    let o = stm_log_in(Path::new("/"), &["report", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(
+            "(1x WRITE_READ)\n  src/same.rs:2:5\n      let same = 1;\n  src/edited.rs:1:5\n      \
+             let edited = 2;    (changed since the log was recorded)\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "0.000s lost in aborts (and 1 untimed abort), 0.000s paused (1x WRITE_WRITE)\n  \
+             src/gone.rs:7:5\n      (source file not found; --source-root DIR says where to look)\n"
+        ),
+        "{out}"
+    );
+
+    let o = stm_log_in(
+        Path::new("/"),
+        &["report", path.to_str().unwrap(), "--json"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let wr = &v["conflicts"][0];
+    assert_eq!(wr["this"]["source"], "    let same = 1;");
+    assert!(wr["this"].get("source_note").is_none(), "{wr}");
+    assert_eq!(
+        wr["this"]["source_path"],
+        proj.join("src/same.rs").to_str().unwrap()
+    );
+    assert_eq!(wr["other"]["source"], "    let edited = 2;");
+    assert_eq!(
+        wr["other"]["source_note"],
+        "changed since the log was recorded"
+    );
+    let ww = &v["conflicts"][1];
+    assert_eq!(ww["untimed_aborts"], 1);
+    assert!(ww["this"].get("source").is_none(), "{ww}");
+    assert!(
+        ww["this"]["source_note"]
+            .as_str()
+            .unwrap()
+            .contains("source file not found"),
+        "{ww}"
+    );
+    assert_eq!(v["untimed_aborts"], 1);
+    std::fs::remove_dir_all(&proj).unwrap();
+    std::fs::remove_file(&path).unwrap();
 }

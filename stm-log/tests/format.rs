@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use stm_core::ConflictKind;
-use stm_log::format::{HEADER_LEN, MAGIC, MAX_PATH_LEN, VERSION};
+use stm_log::format::{HEADER_LEN, MAGIC, MAX_PATH_LEN, MIN_VERSION, VERSION};
 use stm_log::{AbortReason, ConflictSides, LogReader, LogWriter, ReadError, Record};
 
 fn sample() -> Vec<Record> {
@@ -101,6 +101,36 @@ fn sample() -> Vec<Record> {
             thread: 7,
             time: 9_001,
         },
+        // Version 2.
+        Record::Process {
+            cwd: "/home/ü/project".into(),
+            exe: "".into(),
+        },
+        Record::UntimedCommit {
+            thread: 5,
+            read_only: true,
+        },
+        Record::UntimedCommit {
+            thread: u64::MAX,
+            read_only: false,
+        },
+        Record::UntimedAbort {
+            thread: 5,
+            time: 9_500,
+            reason: AbortReason::Conflict(ConflictKind::WriteRead),
+            conflict: Some(ConflictSides {
+                kind: ConflictKind::WriteRead,
+                this: Some(1),
+                other: None,
+                other_thread: None,
+            }),
+        },
+        Record::UntimedAbort {
+            thread: 5,
+            time: 9_600,
+            reason: AbortReason::Retry,
+            conflict: None,
+        },
         Record::End { time: 10_000 },
     ]
 }
@@ -137,7 +167,7 @@ fn header_layout_is_as_documented() {
     let bytes = encode(&[]);
     assert_eq!(bytes.len(), HEADER_LEN);
     assert_eq!(&bytes[..8], b"\x89STMLOG\n");
-    assert_eq!(&bytes[8..10], &[1, 0]);
+    assert_eq!(&bytes[8..10], &[2, 0]);
     assert_eq!(&bytes[10..12], &[0, 0]);
     assert_eq!(&bytes[12..16], &std::process::id().to_le_bytes());
     assert_eq!(&bytes[16..24], &123u64.to_le_bytes());
@@ -152,6 +182,61 @@ fn header_layout_is_as_documented() {
         &bytes[HEADER_LEN..],
         &[0x03, 0x01, 0xac, 0x02, 0x00, 0xc8, 0x01]
     );
+    // The version 2 records of the examples in docs/conflict-log.md.
+    let bytes = encode(&[
+        Record::UntimedCommit {
+            thread: 1,
+            read_only: false,
+        },
+        Record::Process {
+            cwd: "/p".into(),
+            exe: "/p/a".into(),
+        },
+    ]);
+    assert_eq!(
+        &bytes[HEADER_LEN..],
+        &[
+            0x0b, 0x01, 0x00, 0x0a, 0x02, b'/', b'p', 0x04, b'/', b'p', b'/', b'a'
+        ]
+    );
+}
+
+/// A version 1 file (no process record, every attempt timed) still reads; the records that
+/// version 2 added are corrupt in it.
+#[test]
+fn version_1_files_still_read() {
+    assert_eq!(MIN_VERSION, 1);
+    let v1: Vec<Record> = sample()
+        .into_iter()
+        .filter(|r| {
+            !matches!(
+                r,
+                Record::Process { .. } | Record::UntimedCommit { .. } | Record::UntimedAbort { .. }
+            )
+        })
+        .collect();
+    let mut bytes = encode(&v1);
+    bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+    let reader = LogReader::new(&bytes[..]).unwrap();
+    assert_eq!(reader.header().version, 1);
+    let back: Vec<Record> = reader.collect::<Result<_, _>>().unwrap();
+    assert_eq!(back, v1);
+    let r = stm_log::Report::from_reader(LogReader::new(&bytes[..]).unwrap()).unwrap();
+    assert_eq!((r.untimed_commits, r.process), (0, None));
+
+    let mut bytes = encode(&[Record::UntimedCommit {
+        thread: 1,
+        read_only: false,
+    }]);
+    bytes[8] = 1;
+    let r: Vec<_> = LogReader::new(&bytes[..]).unwrap().collect();
+    match &r[..] {
+        [Err(ReadError::Corrupt { offset, reason })] => {
+            assert_eq!(*offset as usize, HEADER_LEN);
+            assert!(reason.contains("tag 0x0b (format version 1)"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -210,7 +295,7 @@ fn foreign_and_newer_files_are_clear_errors() {
     assert!(
         matches!(e, ReadError::UnsupportedVersion { found, supported: VERSION } if found == VERSION + 1)
     );
-    assert!(e.to_string().contains("version 2"), "{e}");
+    assert!(e.to_string().contains("version 3"), "{e}");
     let mut zero = encode(&[]);
     zero[8] = 0;
     assert!(matches!(
@@ -251,6 +336,9 @@ fn bad_fields_are_corrupt_not_panics() {
         &[0x01, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0, 0], // location id > u32
         &[0x01, 0x00, 0x01, 0x01, 0x81, 0x40],          // location: name length 8193
         &[0x01, 0x00, 0x01, 0x01, 0x02, 0xff, 0xfe],    // location: not UTF-8
+        &[0x0b, 0x01, 0x02],                            // untimed commit: read_only flag 2
+        &[0x0c, 0x01, 0x00, 0x05, 0x01, 0, 0, 0],       // untimed cancel with conflict details
+        &[0x0a, 0x81, 0x40],                            // process: cwd length 8193
     ];
     for case in cases {
         let mut b = h.clone();
@@ -317,10 +405,12 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         drain(&bytes);
         // The same bytes behind a valid header exercise the record decoder.
-        let mut b = MAGIC.to_vec();
-        b.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        b.extend_from_slice(&bytes);
-        drain(&b);
+        for version in [1, 2] {
+            let mut b = MAGIC.to_vec();
+            b.extend_from_slice(&[version, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            b.extend_from_slice(&bytes);
+            drain(&b);
+        }
     }
 
     #[test]

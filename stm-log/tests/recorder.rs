@@ -218,9 +218,9 @@ fn forced_write_read_conflict_names_both_lines() {
         abort_other.is_none() || abort_other == Some(b),
         "{abort_other:?}"
     );
-    // And the text report shows the block with both source lines (run from the workspace root
-    // or the crate directory: both are tried).
-    let text = r.render_text(10, Some(Path::new("..")));
+    // And the text report shows the block with both source lines: the file name is relative to
+    // the workspace root, a parent of the recording's working directory (the crate's folder).
+    let text = r.render_text(10, None);
     assert!(text.contains("(1x WRITE_READ)"), "{text}");
     assert!(text.contains("let v = tx.read(&x)?;"), "{text}");
     assert!(
@@ -465,5 +465,130 @@ fn background_flusher_writes_without_being_asked() {
     }
     assert_eq!(seen, 10, "the flusher did not write the events");
     rec.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A thread without conflicts: its first 1024 attempts are timed, then about one in 64; every
+/// attempt is still counted, and the untimed commits are estimated.
+#[test]
+fn quiet_threads_time_a_sample_and_count_every_attempt() {
+    let _g = serial();
+    let path = temp("sampled.log");
+    let guard = LogGuard::create(&path).unwrap();
+    const N: u64 = 6_000;
+    let me = std::thread::scope(|s| {
+        s.spawn(|| {
+            let v = TVar::new(0u64);
+            for _ in 0..N {
+                atomically(|tx| tx.modify(&v, |x| x + 1));
+            }
+            thread_id()
+        })
+        .join()
+        .unwrap()
+    });
+    guard.finish().unwrap();
+    let r = Report::from_path(&path).unwrap();
+    let t = r.threads.iter().find(|t| t.thread == me).unwrap();
+    assert_eq!((t.attempts, t.commits, t.aborts), (N, N, 0));
+    let quiet = N - Recorder::TIMING.after_conflict as u64;
+    // About 63 in 64 of the quiet attempts are untimed (expected 4898, standard deviation
+    // about 8).
+    assert!(
+        (quiet * 9 / 10..quiet).contains(&t.untimed_commits),
+        "{} untimed of {quiet}",
+        t.untimed_commits
+    );
+    assert!(t.committed_estimated_ns > t.committed_ns, "{t:?}");
+    let recs = records(&path);
+    let starts = recs
+        .iter()
+        .filter(|r| matches!(r, Record::Start { thread, .. } if *thread == me))
+        .count() as u64;
+    let untimed = recs
+        .iter()
+        .filter(|r| matches!(r, Record::UntimedCommit { thread, .. } if *thread == me))
+        .count() as u64;
+    assert_eq!((starts + untimed, untimed), (N, t.untimed_commits));
+    // The first records of the thread: 1024 timed attempts in a row.
+    let first: Vec<&Record> = recs
+        .iter()
+        .filter(|r| {
+            matches!(r, Record::Start { thread, .. } | Record::Commit { thread, .. } | Record::UntimedCommit { thread, .. } if *thread == me)
+        })
+        .take(2048)
+        .collect();
+    assert!(
+        first
+            .iter()
+            .all(|r| !matches!(r, Record::UntimedCommit { .. })),
+        "the first 1024 attempts are timed"
+    );
+    // The log starts with the process record: where the recording ran.
+    assert!(matches!(
+        recs.first(),
+        Some(Record::Process { cwd, exe }) if *cwd == std::env::current_dir().unwrap()
+            && *exe == std::env::current_exe().unwrap()
+    ));
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// The two untimed events through a `Recorder`: they come back as their records, the abort's
+/// locations interned.
+#[test]
+fn untimed_events_come_back_as_their_records() {
+    let path = temp("untimed.log");
+    let rec = Recorder::create(&path).unwrap();
+    let here: &'static Location<'static> = Location::caller();
+    rec.event(&Event {
+        thread: 3,
+        time: stm_core::Timestamp::ORIGIN,
+        kind: EventKind::UntimedCommit { read_only: true },
+    });
+    rec.event(&Event {
+        thread: 3,
+        time: rec.start() + Duration::from_nanos(500),
+        kind: EventKind::UntimedAbort {
+            cause: stm_core::AbortCause::Conflict(ConflictKind::WriteRead),
+            conflict: Some(Conflict {
+                kind: ConflictKind::WriteRead,
+                this: Some(here),
+                other: None,
+                other_thread: Some(3), // itself: dropped
+            }),
+        },
+    });
+    rec.close().unwrap();
+    let recs: Vec<Record> = records(&path)
+        .into_iter()
+        .filter(|r| !matches!(r, Record::Process { .. } | Record::End { .. }))
+        .collect();
+    // A location goes to the file when it is first met, ahead of the ring's records.
+    assert_eq!(
+        recs,
+        vec![
+            Record::Location {
+                id: 0,
+                file: THIS_FILE.into(),
+                line: here.line(),
+                column: here.column(),
+            },
+            Record::UntimedCommit {
+                thread: 3,
+                read_only: true
+            },
+            Record::UntimedAbort {
+                thread: 3,
+                time: 500,
+                reason: stm_log::AbortReason::Conflict(ConflictKind::WriteRead),
+                conflict: Some(stm_log::ConflictSides {
+                    kind: ConflictKind::WriteRead,
+                    this: Some(0),
+                    other: None,
+                    other_thread: None,
+                }),
+            },
+        ]
+    );
     std::fs::remove_file(&path).unwrap();
 }

@@ -300,10 +300,16 @@ fn text_and_json_show_the_blocks_with_source_lines() {
     let text = r.render_text(2, Some(&root));
     assert!(text.contains("wall time 0.000001s"), "{text}");
     assert!(text.contains("most expensive conflicts (2 of 3)"), "{text}");
-    let block = "0.000001s lost in aborts, 0.000s paused (2x WRITE_READ)\n  src/a.rs:10:5\n      let x = tx.read(&COUNTER)?;\n  src/b.rs:20:9\n";
+    // A file that is not there says so.
+    let block = "0.000001s lost in aborts, 0.000s paused (2x WRITE_READ)\n  src/a.rs:10:5\n      \
+                 let x = tx.read(&COUNTER)?;\n  src/b.rs:20:9\n      \
+                 (source file not found; --source-root DIR says where to look)\n";
     assert!(text.contains(block), "{text}");
     assert!(
-        text.contains("(1x INEVITABLE)\n  src/c.rs:3:1\n  (location unknown)"),
+        text.contains(
+            "(1x INEVITABLE)\n  src/c.rs:3:1\n      (source file not found; --source-root DIR \
+             says where to look)\n  (location unknown)"
+        ),
         "{text}"
     );
     assert!(!text.contains("WRITE_WRITE)"), "top 2 only: {text}");
@@ -348,4 +354,64 @@ fn a_truncated_file_reports_the_records_before_the_damage() {
     assert_eq!(r.commits, whole.commits);
     assert!(r.render_text(10, None).contains("warning: truncated log"));
     std::fs::remove_file(&path).unwrap();
+}
+
+/// Untimed commits (format version 2) count as commits and attempts; their time is estimated
+/// from the timed commits of the same thread, or of every thread when it has none.
+#[test]
+fn untimed_commits_are_counted_and_estimated() {
+    let commit = |thread, time, duration| Record::Commit {
+        thread,
+        time,
+        read_only: false,
+        duration,
+    };
+    let untimed = |thread| Record::UntimedCommit {
+        thread,
+        read_only: true,
+    };
+    let recs = vec![
+        start(1, 0),
+        commit(1, 100, 100),
+        untimed(1),
+        untimed(1),
+        start(1, 200),
+        commit(1, 500, 300),
+        untimed(1),
+        untimed(2),
+        untimed(2),
+    ];
+    let r = Report::from_records(&recs);
+    assert_eq!(
+        (r.commits, r.untimed_commits, r.read_only_commits),
+        (7, 5, 5)
+    );
+    assert_eq!((r.attempts, r.transactions), (7, 7));
+    assert_eq!(r.committed_ns, 400);
+    // Thread 1: 400 + 3 x 200; thread 2: no timed commit, 2 x 200 (the mean of all).
+    assert_eq!(r.committed_estimated_ns, 1_400);
+    let t: Vec<_> = r
+        .threads
+        .iter()
+        .map(|t| {
+            (
+                t.thread,
+                t.attempts,
+                t.untimed_commits,
+                t.committed_ns,
+                t.committed_estimated_ns,
+            )
+        })
+        .collect();
+    assert_eq!(t, vec![(1, 5, 3, 400, 1_000), (2, 2, 2, 0, 400)]);
+    let text = r.render_text(10, None);
+    assert!(
+        text.contains(
+            "in committed attempts ~0.000001s\n  (~: estimated; 5 of 7 commits were not timed"
+        ),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(v["committed_estimated_ns"], 1_400);
+    assert_eq!(v["threads"][1]["untimed_commits"], 2);
 }

@@ -118,6 +118,7 @@ fn conflicts_become_tracing_events_and_reach_the_next_sink() {
     let kinds: Vec<&str> = LogReader::open(&path)
         .unwrap()
         .map(|r| match r.unwrap() {
+            Record::Process { .. } => "process",
             Record::Location { .. } => "location",
             Record::Start { .. } => "start",
             Record::Abort { .. } => "abort",
@@ -128,10 +129,12 @@ fn conflicts_become_tracing_events_and_reach_the_next_sink() {
             _ => "other",
         })
         .collect();
-    // The location is written when first interned, ahead of the buffered events.
+    // The process record comes first; the location is written when first interned, ahead of
+    // the buffered events.
     assert_eq!(
         kinds,
         [
+            "process",
             "location",
             "start",
             "abort",

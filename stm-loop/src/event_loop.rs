@@ -237,6 +237,7 @@ pub struct EventLoop<Src: EventSource, S: Send + Sync + 'static = ()> {
     events: Vec<Readiness>,
     turns: u64,
     /// Keeps the conflict log recording while this loop lives (`STM_LOG`).
+    #[cfg(feature = "log")]
     _log: Option<Arc<stm_log::LogGuard>>,
 }
 
@@ -280,8 +281,9 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
     /// is the queue's ([`TransactionQueue::state`]).
     ///
     /// If the environment sets `STM_LOG`, the conflict log is recorded there (see
-    /// `docs/guide.md`).
+    /// `docs/guide.md`; feature `log`, on by default: without it `STM_LOG` is ignored).
     pub fn with_queue(source: Src, queue: TransactionQueue<S>) -> Self {
+        #[cfg(feature = "log")]
         let log = crate::init_conflict_log();
         let waker = source.waker();
         let inner = Arc::new(LoopInner {
@@ -298,6 +300,7 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
             inner,
             events: Vec::new(),
             turns: 0,
+            #[cfg(feature = "log")]
             _log: log,
         }
     }

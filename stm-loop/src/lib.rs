@@ -43,12 +43,23 @@
 //!   the [`EventSource`] docs.
 //! - `event_loop`: [`EventLoop`] (shared state, callbacks, timers, handlers per token, one
 //!   batch each per turn) and its thread-safe [`LoopHandle`].
-//! - [`primes`]: the article's benchmark server, in STM and plain serial modes.
 //!
-//! The guide to writing handlers, porting a loop and removing conflicts is `docs/guide.md`.
+//! The guide to writing handlers, porting a loop and removing conflicts is `docs/guide.md`. Its
+//! worked example, the article's primes server (an HTTP/1.1 server on [`EventLoop`] and
+//! [`MioSource`], in STM and plain serial modes), is not part of this library: it is
+//! `stm_benches::primes` in the workspace's `benches` crate, run by
+//! `cargo run --release -p stm-benches --example primes_server -- --workers 2` and measured by
+//! `cargo run --release -p stm-benches --bin primes-bench`.
+//!
+//! # Features
+//!
+//! - `log` (default): conflict-log recording. When the environment variable `STM_LOG` names a
+//!   file, every [`EventLoop`] records the conflict log of stm-log there (`stm-log report FILE`
+//!   reads it). Without the feature `STM_LOG` is ignored and stm-log is not a dependency: the
+//!   library then depends on stm-core, mio and tracing only.
+//! - `polling`: the `polling` crate as a second [`EventSource`] backend (`PollingSource`).
 
 mod event_loop;
-pub mod primes;
 mod queue;
 mod source;
 
@@ -59,6 +70,7 @@ pub use source::PollingSource;
 pub use source::{EventSource, MioSource, Readiness, ScriptHandle, ScriptedSource};
 
 /// The conflict log shared by every live [`EventLoop`] of the process.
+#[cfg(feature = "log")]
 static CONFLICT_LOG: std::sync::Mutex<std::sync::Weak<stm_log::LogGuard>> =
     std::sync::Mutex::new(std::sync::Weak::new());
 
@@ -66,6 +78,7 @@ static CONFLICT_LOG: std::sync::Mutex<std::sync::Weak<stm_log::LogGuard>> =
 /// live loop already started. The log is finished (flushed and closed) when the last loop that
 /// shares it is dropped; a loop created after that starts the file anew. An error opening the
 /// file is reported as a `tracing` error and the loop runs without a log.
+#[cfg(feature = "log")]
 pub(crate) fn init_conflict_log() -> Option<std::sync::Arc<stm_log::LogGuard>> {
     std::env::var_os("STM_LOG").filter(|p| !p.is_empty())?;
     let mut shared = CONFLICT_LOG.lock().unwrap_or_else(|e| e.into_inner());

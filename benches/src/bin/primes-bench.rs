@@ -1,6 +1,6 @@
 //! `primes-bench`: the article's table, one command away.
 //!
-//! Starts the primes server in-process (`stm_loop::primes`) in each mode in turn — serial (a
+//! Starts the primes server in-process (`stm_benches::primes`) in each mode in turn — serial (a
 //! plain loop, no STM), then the STM event loop with 1, 2, ... workers up to the number of
 //! cores — drives each with the crate's load generator (C keep-alive connections for T
 //! seconds, like `siege -c 50 -t 20s http://localhost:8888/10000`), prints requests per second
@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use stm_benches::loadgen::{self, Limit, LoadConfig, LoadReport, parse_duration};
-use stm_loop::primes::{ServerConfig, ServerMode};
+use stm_benches::primes::{ServerConfig, ServerMode};
 
 /// Reproduces the article's table: the primes server, serial and with 1..N STM workers.
 #[derive(Parser, Debug)]
@@ -173,7 +173,7 @@ fn real_main() -> Result<(), String> {
                 format!("cannot create the conflict log {}: {e}", log_path.display())
             })?);
         }
-        let server = stm_loop::primes::start(ServerConfig {
+        let server = stm_benches::primes::start(ServerConfig {
             addr: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
             mode,
         })

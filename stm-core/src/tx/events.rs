@@ -21,13 +21,14 @@ impl State {
             };
             // A sink runs inside the runtime (holding the token, locks, pins): a panic there
             // must not unwind through it. The event is lost instead.
-            let _ = catch_unwind(AssertUnwindSafe(|| s.event(&e)));
+            let _ = catch_unwind(AssertUnwindSafe(|| s.sink.event(&e)));
         }
     }
 
     /// Emits `PauseStart` (when a sink is installed) and returns its time.
     #[cold]
     pub(super) fn pause_start(&mut self, conflict: Conflict) -> Option<Timestamp> {
+        self.busy_with_conflicts();
         let t0 = self.sink.map(|_| Timestamp::now());
         if let Some(t0) = t0 {
             self.emit_at(t0, EventKind::PauseStart { conflict });
@@ -125,20 +126,28 @@ impl State {
     pub(super) fn emit_abort(&mut self, cause: AbortCause) {
         if self.sink.is_some() {
             let now = Timestamp::now();
-            let lost = self.start.map(|t| now - t).unwrap_or_default();
             let conflict = if matches!(cause, AbortCause::Conflict(_)) {
+                self.busy_with_conflicts();
                 self.conflict
             } else {
                 None
             };
-            self.emit_at(
-                now,
-                EventKind::Abort {
+            let kind = match self.start {
+                Some(t) => EventKind::Abort {
                     cause,
                     conflict,
-                    lost,
+                    lost: now - t,
                 },
-            );
+                None => EventKind::UntimedAbort { cause, conflict },
+            };
+            self.emit_at(now, kind);
+        }
+    }
+
+    /// A conflict (an abort or a pause): time the thread's next attempts (see `hook::Timing`).
+    fn busy_with_conflicts(&mut self) {
+        if let Some(inst) = self.sink {
+            self.time_all = self.time_all.max(inst.timing.after_conflict);
         }
     }
 

@@ -97,15 +97,23 @@ where
                             ctx.counters.bump(stats::INEVITABLE_RUNS);
                         }
                         if s.sink.is_some() {
-                            let now = Timestamp::now();
-                            let duration = s.start.map(|t| now - t).unwrap_or_default();
-                            s.emit_at(
-                                now,
-                                EventKind::Commit {
-                                    read_only,
-                                    duration,
-                                },
-                            );
+                            match s.start {
+                                Some(t) => {
+                                    let now = Timestamp::now();
+                                    s.emit_at(
+                                        now,
+                                        EventKind::Commit {
+                                            read_only,
+                                            duration: now - t,
+                                        },
+                                    );
+                                }
+                                // Untimed (`hook::Timing`): no clock read at all.
+                                None => s.emit_at(
+                                    Timestamp::ORIGIN,
+                                    EventKind::UntimedCommit { read_only },
+                                ),
+                            }
                         }
                         // Published values now belong to their TBoxes: not freed by `end`.
                         s.writes.clear();

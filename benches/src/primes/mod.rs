@@ -1,5 +1,9 @@
 //! The article's benchmark: an HTTP/1.1 server that answers `GET /N` with the primes up to N.
 //!
+//! A demo and benchmark built on stm-loop's public API only ([`EventLoop`], [`LoopHandle`],
+//! [`MioSource`]): it lives beside the library, not in it, so that a program using stm-loop does
+//! not compile an HTTP parser or a JSON encoder.
+//!
 //! Two modes share the connection code (the private `conn` module):
 //!
 //! - [`ServerMode::Stm`]: an [`EventLoop`] over [`MioSource`] whose handlers run as parallel
@@ -15,7 +19,7 @@
 //!   all, the honest baseline (plain PyPy in the article's table).
 //!
 //! ```no_run
-//! use stm_loop::primes::{ServerConfig, ServerMode, start};
+//! use stm_benches::primes::{ServerConfig, ServerMode, start};
 //! let server = start(ServerConfig {
 //!     addr: "127.0.0.1:0".parse().unwrap(),
 //!     mode: ServerMode::Stm { workers: 2 },
@@ -45,8 +49,8 @@ use std::time::Instant;
 use mio::{Interest, Token};
 use stm_core::collections::{TCounter, TMap};
 use stm_core::{TVar, Tx, TxResult};
+use stm_loop::{EventLoop, LoopHandle, MioSource};
 
-use crate::{EventLoop, LoopHandle, MioSource};
 use conn::{Conn, MAX_PATH_LEN, MAX_PATHS, OTHER_PATHS, Recorder, apply, hit_key};
 pub use conn::{MAX_N, is_prime, primes_up_to};
 

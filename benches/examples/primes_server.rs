@@ -1,8 +1,8 @@
 //! The article's benchmark server: `GET /N` answers the primes up to N as JSON.
 //!
 //! ```text
-//! cargo run --release -p stm-loop --example primes_server -- --workers 2
-//! cargo run --release -p stm-loop --example primes_server -- --serial
+//! cargo run --release -p stm-benches --example primes_server -- --workers 2
+//! cargo run --release -p stm-benches --example primes_server -- --serial
 //! curl http://127.0.0.1:8888/100 ; curl http://127.0.0.1:8888/stats
 //! ```
 //!
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 
 use clap::Parser;
-use stm_loop::primes::{ServerConfig, ServerMode, start};
+use stm_benches::primes::{ServerConfig, ServerMode, start};
 
 /// The primes server of "Tornado without a GIL on PyPy STM", on the STM event loop.
 #[derive(Parser, Debug)]

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use stm_loop::primes::{RunningServer, ServerConfig, ServerMode, primes_up_to, start};
+use stm_benches::primes::{RunningServer, ServerConfig, ServerMode, primes_up_to, start};
 
 const MODES: [ServerMode; 3] = [
     ServerMode::Serial,

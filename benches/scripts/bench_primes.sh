@@ -8,7 +8,7 @@ rounds=${1:-3}
 secs=${2:-10}
 n=${3:-10000}
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p stm-loop --example primes_server
+cargo build --release -q -p stm-benches --example primes_server
 bin=target/release/examples/primes_server
 port=18888
 declare -A results cpu
