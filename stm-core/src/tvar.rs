@@ -38,7 +38,14 @@ unsafe impl<T: Word> Sync for TVar<T> {}
 unsafe impl<T: Word> Send for TVar<T> {}
 
 impl<T: Word> TVar<T> {
-    /// A new variable holding `value`.
+    /// A new variable holding `value`. A `const fn`, so it can initialise a `static`.
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    /// static NEXT_ID: TVar<u64> = TVar::new(1);
+    /// let local = TVar::new((0u32, 0u32)); // any `Word`: here a pair of `u32`s
+    /// assert_eq!((NEXT_ID.load(), local.load()), (1, (0, 0)));
+    /// ```
     #[cfg(not(loom))]
     pub const fn new(value: T) -> Self {
         TVar {
@@ -58,6 +65,13 @@ impl<T: Word> TVar<T> {
 
     /// Reads the current committed value, outside any transaction (an atomic snapshot: never a
     /// value that a commit in progress has only half written).
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    /// let v = TVar::new(1u32);
+    /// atomically(|tx| tx.write(&v, 2));
+    /// assert_eq!(v.load(), 2);
+    /// ```
     pub fn load(&self) -> T {
         let bits = load_word(&self.word);
         // SAFETY: the word only ever holds bits produced by `to_bits::<T>` (`new` and commits).
@@ -65,6 +79,11 @@ impl<T: Word> TVar<T> {
     }
 
     /// Consumes the variable, returning its value.
+    ///
+    /// ```
+    /// let v = stm_core::TVar::new('a');
+    /// assert_eq!(v.into_inner(), 'a');
+    /// ```
     pub fn into_inner(self) -> T {
         // Relaxed: `self` is owned, so no transaction holds it (a write borrows it until the
         // commit) and nobody else accesses the word.
@@ -74,6 +93,12 @@ impl<T: Word> TVar<T> {
     }
 
     /// A mutable reference to the value: `&mut self` proves no transaction can touch it.
+    ///
+    /// ```
+    /// let mut v = stm_core::TVar::new(1i32);
+    /// *v.get_mut() += 1; // no transaction: nobody else can see `v` now
+    /// assert_eq!(v.load(), 2);
+    /// ```
     #[cfg(not(loom))]
     pub fn get_mut(&mut self) -> &mut T {
         let p = self.word.get_mut() as *mut u64 as *mut T;
@@ -152,7 +177,12 @@ pub struct TBox<T: Send + Sync + 'static> {
 
 #[cfg(not(loom))]
 impl<T: Send + Sync + 'static> TBox<T> {
-    /// A new box holding `value`.
+    /// A new box holding `value` (any `Send + Sync + 'static` type; one allocation).
+    ///
+    /// ```
+    /// let names = stm_core::TBox::new(vec!["a".to_string()]);
+    /// assert_eq!(names.load(), ["a"]);
+    /// ```
     pub fn new(value: T) -> Self {
         TBox {
             word: AtomicU64::new(Box::into_raw(Box::new(value)) as usize as u64),
@@ -160,7 +190,13 @@ impl<T: Send + Sync + 'static> TBox<T> {
         }
     }
 
-    /// Calls `f` with the current committed value, outside any transaction.
+    /// Calls `f` with the current committed value, outside any transaction (no clone: `f`
+    /// borrows it for its call).
+    ///
+    /// ```
+    /// let names = stm_core::TBox::new(vec!["a".to_string(), "b".to_string()]);
+    /// assert_eq!(names.with(|v| v.len()), 2);
+    /// ```
     pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
         // `f` borrows the value only for its call, so it cannot hand its `TVar`s to a
         // transaction's `write` (that needs a borrow for the whole attempt).
@@ -173,6 +209,13 @@ impl<T: Send + Sync + 'static> TBox<T> {
     }
 
     /// A clone of the current committed value, outside any transaction.
+    ///
+    /// ```
+    /// use stm_core::{TBox, atomically};
+    /// let greeting = TBox::new(String::from("hi"));
+    /// atomically(|tx| tx.write_box(&greeting, String::from("hello")));
+    /// assert_eq!(greeting.load(), "hello");
+    /// ```
     pub fn load(&self) -> T
     where
         T: Clone,
@@ -181,6 +224,12 @@ impl<T: Send + Sync + 'static> TBox<T> {
     }
 
     /// A mutable reference: `&mut self` proves no transaction can touch it.
+    ///
+    /// ```
+    /// let mut names = stm_core::TBox::new(Vec::<String>::new());
+    /// names.get_mut().push("a".into()); // in place, no new allocation for the box
+    /// assert_eq!(names.load(), ["a"]);
+    /// ```
     pub fn get_mut(&mut self) -> &mut T {
         // SAFETY: the word holds a live, uniquely owned `Box<T>` allocation; `&mut self` excludes
         // every other access.
@@ -188,6 +237,12 @@ impl<T: Send + Sync + 'static> TBox<T> {
     }
 
     /// Consumes the box, returning its value.
+    ///
+    /// ```
+    /// let b = stm_core::TBox::new(String::from("mine"));
+    /// let s: String = b.into_inner();
+    /// assert_eq!(s, "mine");
+    /// ```
     pub fn into_inner(self) -> T {
         let mut me = core::mem::ManuallyDrop::new(self);
         // SAFETY: owned, live allocation from `Box::into_raw`; ManuallyDrop stops `Drop` from

@@ -28,6 +28,9 @@ enum MapOp {
     Insert(u8, u16),
     Remove(u8),
     Get(u8),
+    /// `update` with: 0 remove, 1 add (insert 0 + n if absent), 2 add only if present.
+    Update(u8, u8, u16),
+    GetOrInsert(u8, u16),
     Len,
     Iter,
     Clear,
@@ -38,6 +41,8 @@ fn map_op() -> impl Strategy<Value = MapOp> {
         6 => (0u8..48, any::<u16>()).prop_map(|(k, v)| MapOp::Insert(k, v)),
         3 => (0u8..48).prop_map(MapOp::Remove),
         3 => (0u8..48).prop_map(MapOp::Get),
+        3 => (0u8..48, 0u8..3, any::<u16>()).prop_map(|(k, m, n)| MapOp::Update(k, m, n)),
+        2 => (0u8..48, any::<u16>()).prop_map(|(k, v)| MapOp::GetOrInsert(k, v)),
         1 => Just(MapOp::Len),
         1 => Just(MapOp::Iter),
         1 => Just(MapOp::Clear).prop_filter("rare", |_| true),
@@ -58,6 +63,30 @@ fn apply_map(map: &TMap<u8, u16>, model: &mut HashMap<u8, u16>, ops: &[MapOp], c
                 MapOp::Get(k) => {
                     assert_eq!(map.get(tx, &k)?, scratch.get(&k));
                     assert_eq!(map.contains_key(tx, &k)?, scratch.contains_key(&k));
+                }
+                MapOp::Update(k, mode, n) => {
+                    let f = |v: Option<&u16>| match mode {
+                        0 => None,
+                        1 => Some(v.copied().unwrap_or(0).wrapping_add(n)),
+                        _ => v.map(|v| v.wrapping_add(n)),
+                    };
+                    let want = f(scratch.get(&k));
+                    match want {
+                        Some(v) => scratch.insert(k, v),
+                        None => scratch.remove(&k),
+                    };
+                    let mut calls = 0;
+                    let got = map.update(tx, &k, |v| {
+                        calls += 1;
+                        f(v)
+                    })?;
+                    assert_eq!(calls, 1);
+                    assert_eq!(got.copied(), want);
+                }
+                MapOp::GetOrInsert(k, v) => {
+                    let want = *scratch.entry(k).or_insert(v);
+                    assert_eq!(*map.get_or_insert_with(tx, &k, || v)?, want);
+                    assert_eq!(map.get(tx, &k)?, Some(&want));
                 }
                 MapOp::Len => {
                     assert_eq!(map.len(tx)?, scratch.len());
@@ -402,4 +431,76 @@ fn tmap_grows_after_an_inevitable_transaction_and_not_after_a_cancelled_one() {
     // The growth ran after the inevitable commit, as a transaction of its own.
     assert!(map.buckets() >= 64, "buckets: {}", map.buckets());
     assert_eq!(atomically(|tx| map.len(tx)), 64);
+}
+
+#[test]
+fn tmap_get_or_insert_with_lends_the_new_value_past_later_writes_of_its_bucket() {
+    use std::sync::Arc;
+    // One bucket: every insert below rewrites the bucket the first reference points into.
+    let hits: TMap<String, Arc<TCounter>> = TMap::with_buckets(1);
+    let mut calls = 0;
+    atomically(|tx| {
+        calls += 1;
+        let a = hits.get_or_insert_with(tx, "/a", || Arc::new(TCounter::new()))?;
+        for i in 0..8 {
+            // Superseded pending buckets stay alive until the attempt ends.
+            hits.insert(tx, format!("/x{i}"), Arc::new(TCounter::new()))?;
+        }
+        a.add(tx, 1)?;
+        let again = hits.get_or_insert_with(tx, "/a", || unreachable!("present"))?;
+        assert!(std::ptr::eq(&**a, &**again));
+        again.add(tx, 1)
+    });
+    assert_eq!(calls, 1);
+    assert_eq!(atomically(|tx| hits.get(tx, "/a")?.unwrap().get(tx)), 2);
+    assert_eq!(atomically(|tx| hits.len(tx)), 9);
+    // Crowding a bucket through `get_or_insert_with` grows the table like `insert` does.
+    assert!(hits.buckets() > 1, "buckets: {}", hits.buckets());
+    // A cancelled insert leaves nothing, and `f` runs again in the next transaction.
+    let r: Result<(), ()> = try_atomically(|tx| {
+        hits.get_or_insert_with(tx, "/b", || Arc::new(TCounter::new()))?
+            .add(tx, 5)?;
+        Err(TxError::User(()))
+    });
+    assert_eq!(r, Err(()));
+    assert!(!atomically(|tx| hits.contains_key(tx, "/b")));
+    assert_eq!(atomically(|tx| hits.len(tx)), 9);
+}
+
+#[test]
+fn tmap_update_inserts_replaces_and_removes() {
+    let m: TMap<String, u32> = TMap::with_buckets(1);
+    // Absent, left absent: nothing happens.
+    assert_eq!(
+        atomically(|tx| Ok(m.update(tx, "k", |_| None)?.copied())),
+        None
+    );
+    assert!(atomically(|tx| m.is_empty(tx)));
+    // Absent, inserted; then replaced; the reference is the value now in the map.
+    atomically(|tx| {
+        assert_eq!(
+            m.update(tx, "k", |v| Some(v.map_or(1, |v| v + 1)))?,
+            Some(&1)
+        );
+        assert_eq!(
+            m.update(tx, "k", |v| Some(v.map_or(1, |v| v + 1)))?,
+            Some(&2)
+        );
+        assert_eq!(m.len(tx)?, 1);
+        Ok(())
+    });
+    assert_eq!(atomically(|tx| Ok(m.get(tx, "k")?.copied())), Some(2));
+    // Present, removed.
+    atomically(|tx| {
+        assert_eq!(
+            m.update(tx, "k", |v| {
+                assert_eq!(v, Some(&2));
+                None
+            })?,
+            None
+        );
+        assert_eq!(m.len(tx)?, 0);
+        Ok(())
+    });
+    assert!(atomically(|tx| m.is_empty(tx)));
 }

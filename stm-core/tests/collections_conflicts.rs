@@ -203,6 +203,79 @@ fn hits_on_the_same_key_of_a_map_of_counters_do_not_conflict() {
 }
 
 #[test]
+fn get_or_insert_with_on_a_present_key_only_reads_its_bucket() {
+    let _serial = serial();
+    let hits: Box<TMap<u32, Arc<TCounter>, Identity>> =
+        Box::new(TMap::with_buckets_and_hasher(64, Identity));
+    fn hit<'t>(
+        hits: &'t TMap<u32, Arc<TCounter>, Identity>,
+        tx: &Tx<'t, '_>,
+        key: u32,
+    ) -> TxResult<()> {
+        hits.get_or_insert_with(tx, &key, || Arc::new(TCounter::new()))?
+            .add(tx, 1)
+    }
+    // Both find the key absent: both insert it, so they conflict (A reran and found B's).
+    assert_eq!(
+        attempts_of_a(|tx| hit(&hits, tx, 1), |tx| hit(&hits, tx, 1)),
+        2
+    );
+    // Present: both only read the bucket and add to their own shards.
+    assert_eq!(
+        attempts_of_a(|tx| hit(&hits, tx, 1), |tx| hit(&hits, tx, 1)),
+        1
+    );
+    assert_eq!(
+        atomically(|tx| hits.get(tx, &1)?.expect("present").get(tx)),
+        4
+    );
+    assert_eq!(atomically(|tx| hits.len(tx)), 1);
+}
+
+#[test]
+fn tmap_update_conflicts_only_when_it_writes() {
+    let _serial = serial();
+    let m = map();
+    // Absent and left absent: a read of the bucket, which B's write of another bucket misses
+    // and B's insert into the same bucket (key 65, bucket 1) invalidates.
+    let n = attempts_of_a(
+        |tx| {
+            assert_eq!(m.update(tx, &1, |_| None)?, None);
+            touch(tx)
+        },
+        |tx| m.insert(tx, 2, 2).map(drop),
+    );
+    assert_eq!(n, 1);
+    let n = attempts_of_a(
+        |tx| {
+            m.update(tx, &1, |_| None)?;
+            touch(tx)
+        },
+        |tx| m.insert(tx, 65, 65).map(drop),
+    );
+    assert_eq!(n, 2);
+    // Replacing a present value does not write the count: a `len` in A does not conflict
+    // with it, as it does with an insert.
+    let n = attempts_of_a(
+        |tx| {
+            m.len(tx)?;
+            touch(tx)
+        },
+        |tx| m.update(tx, &5, |v| v.map(|v| v + 1)).map(drop),
+    );
+    assert_eq!(n, 1);
+    let n = attempts_of_a(
+        |tx| {
+            m.len(tx)?;
+            touch(tx)
+        },
+        |tx| m.update(tx, &9, |_| Some(9)).map(drop),
+    );
+    assert_eq!(n, 2);
+    assert_eq!(atomically(|tx| Ok(m.get(tx, &5)?.copied())), Some(6));
+}
+
+#[test]
 fn tqueue_push_and_pop_do_not_conflict_when_not_empty() {
     let _serial = serial();
     // One element: the consumer takes it while the producer appends behind it. (Every node

@@ -107,6 +107,23 @@ impl<S> fmt::Debug for LoopHandle<S> {
 
 impl<S> LoopHandle<S> {
     /// Runs `f` as a transaction in the next callback batch.
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    /// use stm_loop::{EventLoop, Readiness, ScriptedSource};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let mut ev = EventLoop::with_state(ScriptedSource::new(), Arc::new(TVar::new(0u64))).workers(1);
+    /// let h = ev.handle();
+    /// // From any thread: the loop runs it in its next turn.
+    /// std::thread::spawn(move || h.add_callback(|tx, n| tx.modify(n, |n| n + 1).map(drop)))
+    ///     .join()
+    ///     .unwrap();
+    /// ev.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!(ev.state().load(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn add_callback(
         &self,
         f: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static,
@@ -115,7 +132,19 @@ impl<S> LoopHandle<S> {
         self.wake();
     }
 
-    /// Runs `f` in the first callback batch after `delay` has passed.
+    /// Runs `f` in the first callback batch after `delay` has passed. The returned id cancels
+    /// it ([`cancel_timer`](Self::cancel_timer)) while it has not fired.
+    ///
+    /// ```
+    /// use stm_loop::{EventLoop, ScriptedSource};
+    /// use std::time::Duration;
+    ///
+    /// let ev = EventLoop::with_workers(ScriptedSource::new(), 1);
+    /// let h = ev.handle();
+    /// let id = h.call_later(Duration::from_secs(3600), |_tx, _| Ok(()));
+    /// assert!(h.cancel_timer(id)); // still pending: cancelled
+    /// assert!(!h.cancel_timer(id));
+    /// ```
     pub fn call_later(
         &self,
         delay: Duration,
@@ -152,6 +181,34 @@ impl<S> LoopHandle<S> {
 
     /// Sets the handler for `token` (replacing any previous one). It runs as a transaction
     /// whenever the source reports the token ready.
+    ///
+    /// From inside a transaction (a callback accepting a connection, say), register it after
+    /// the commit:
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    /// use stm_loop::{EventLoop, Readiness, ScriptedSource};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let source = ScriptedSource::new();
+    /// let script = source.handle();
+    /// let mut ev = EventLoop::with_state(source, Arc::new(TVar::new(0u32))).workers(1);
+    /// let h = ev.handle();
+    /// ev.add_callback(move |tx, _| {
+    ///     let h = h.clone();
+    ///     tx.after_commit(move || {
+    ///         h.set_handler(5, |tx, reads, _r| tx.modify(reads, |n| n + 1).map(drop))
+    ///     });
+    ///     Ok(())
+    /// });
+    /// ev.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!(ev.handle().handlers(), 1);
+    /// script.push(vec![Readiness { token: 5, readable: true, ..Default::default() }]);
+    /// ev.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!(ev.state().load(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn set_handler(
         &self,
         token: usize,
@@ -170,7 +227,23 @@ impl<S> LoopHandle<S> {
         lock(&self.inner.handlers).len()
     }
 
-    /// Asks the loop to stop: [`EventLoop::run`] returns after the current turn.
+    /// Asks the loop to stop: [`EventLoop::run`] returns after the current turn (a poll in
+    /// progress is woken).
+    ///
+    /// ```
+    /// use stm_loop::{EventLoop, ScriptedSource};
+    /// use std::time::Duration;
+    ///
+    /// let mut ev = EventLoop::with_workers(ScriptedSource::new(), 1);
+    /// let h = ev.handle();
+    /// let stopper = std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    ///     h.stop()
+    /// });
+    /// ev.run()?; // waits in the poll until the stop wakes it
+    /// stopper.join().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn stop(&self) {
         // Release: pairs with the Acquire load in `EventLoop::run`; nothing else depends on it.
         self.inner.stop.store(true, Ordering::Release);
@@ -252,6 +325,12 @@ impl<Src: EventSource, S: Send + Sync + 'static> fmt::Debug for EventLoop<Src, S
 
 impl<Src: EventSource> EventLoop<Src> {
     /// A loop over `source` with no state (`()`) and one worker per core.
+    ///
+    /// ```
+    /// use stm_loop::{EventLoop, ScriptedSource};
+    /// let ev = EventLoop::new(ScriptedSource::new());
+    /// assert_eq!(ev.turns(), 0);
+    /// ```
     pub fn new(source: Src) -> Self {
         Self::with_queue(source, TransactionQueue::new())
     }
@@ -266,6 +345,23 @@ impl<Src: EventSource> EventLoop<Src> {
 impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
     /// A loop over `source` whose callbacks and handlers all get `&state`, with one worker per
     /// core (choose another number with [`workers`](Self::workers)).
+    ///
+    /// ```
+    /// use stm_core::{atomically, collections::TMap};
+    /// use stm_loop::{EventLoop, ScriptedSource};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// struct App {
+    ///     sessions: TMap<u64, String>,
+    /// }
+    /// let app = Arc::new(App { sessions: TMap::new() });
+    /// let mut ev = EventLoop::with_state(ScriptedSource::new(), app.clone()).workers(1);
+    /// ev.add_callback(|tx, app| app.sessions.insert(tx, 1, "ann".into()).map(drop));
+    /// ev.run_once(Some(Duration::ZERO))?;
+    /// assert!(atomically(|tx| app.sessions.contains_key(tx, &1)));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_state(source: Src, state: Arc<S>) -> Self {
         Self::with_queue(source, TransactionQueue::with_state(state))
     }
@@ -338,6 +434,17 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
     }
 
     /// Shorthand for [`LoopHandle::add_callback`].
+    ///
+    /// ```
+    /// use stm_loop::{EventLoop, ScriptedSource};
+    /// use std::time::Duration;
+    ///
+    /// let mut ev = EventLoop::with_workers(ScriptedSource::new(), 1);
+    /// ev.add_callback(|_tx, _| Ok(()));
+    /// let turn = ev.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!(turn.callbacks.commits, 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn add_callback(
         &self,
         f: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static,
@@ -346,6 +453,21 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
     }
 
     /// Shorthand for [`LoopHandle::call_later`].
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    /// use stm_loop::{EventLoop, Readiness, ScriptedSource};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let mut ev = EventLoop::with_state(ScriptedSource::new(), Arc::new(TVar::new(false))).workers(1);
+    /// ev.call_later(Duration::from_millis(5), |tx, fired| tx.write(fired, true));
+    /// // Each turn's poll waits at most until the timer is due; the turn after that fires it.
+    /// while !ev.state().load() {
+    ///     ev.run_once(Some(Duration::from_millis(50)))?;
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn call_later(
         &self,
         delay: Duration,
@@ -364,6 +486,25 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
     }
 
     /// Shorthand for [`LoopHandle::set_handler`].
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    /// use stm_loop::{EventLoop, Readiness, ScriptedSource};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let source = ScriptedSource::new();
+    /// let script = source.handle();
+    /// let mut ev = EventLoop::with_state(source, Arc::new(TVar::new(0u32))).workers(1);
+    /// ev.set_handler(7, |tx, writable, r| {
+    ///     tx.modify(writable, |n| n + u32::from(r.writable)).map(drop)
+    /// });
+    /// script.push(vec![Readiness { token: 7, writable: true, ..Default::default() }]);
+    /// let turn = ev.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!((turn.events, turn.handlers.commits), (1, 1));
+    /// assert_eq!(ev.state().load(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn set_handler(
         &self,
         token: usize,
@@ -377,6 +518,22 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
     ///
     /// A callback or handler that panics does not stop the loop: its batch finishes, the panic
     /// is reported as a `tracing` error event, and the next turn starts.
+    ///
+    /// ```
+    /// use stm_loop::{EventLoop, ScriptedSource};
+    /// use std::time::Duration;
+    ///
+    /// let mut ev = EventLoop::with_workers(ScriptedSource::new(), 1);
+    /// let h = ev.handle();
+    /// ev.call_later(Duration::from_millis(1), move |tx, _| {
+    ///     let h = h.clone();
+    ///     tx.after_commit(move || h.stop());
+    ///     Ok(())
+    /// });
+    /// ev.run()?; // returns once the timer's callback has committed
+    /// assert!(ev.turns() >= 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn run(&mut self) -> io::Result<()> {
         // Acquire: pairs with the Release in `LoopHandle::stop`.
         while !self.inner.stop.load(Ordering::Acquire) {
@@ -388,6 +545,17 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
     }
 
     /// One turn. `max_wait` bounds the poll's wait (`None`: until an event, a timer or a wake).
+    ///
+    /// ```
+    /// use stm_loop::{EventLoop, ScriptedSource};
+    /// use std::time::Duration;
+    ///
+    /// let mut ev = EventLoop::with_workers(ScriptedSource::new(), 1);
+    /// // Nothing to do and nothing ready: with `Some(ZERO)` the poll returns at once.
+    /// let turn = ev.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!((turn.callbacks.tasks, turn.events, turn.handlers.tasks), (0, 0, 0));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn run_once(&mut self, max_wait: Option<Duration>) -> io::Result<TurnStats> {
         self.turns += 1;
         let span = tracing::debug_span!("turn", n = self.turns);

@@ -426,6 +426,22 @@ impl<S: Send + Sync + 'static> TransactionQueue<S> {
     }
 
     /// Adds a task that gets a [`Spawner`] for adding further tasks to the same run.
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    /// use stm_loop::TransactionQueue;
+    /// use std::sync::Arc;
+    ///
+    /// let mut q = TransactionQueue::with_state(Arc::new(TVar::new(1u64))).workers(2);
+    /// q.add_with(|tx, n, spawner| {
+    ///     tx.modify(n, |n| n + 1)?;
+    ///     // Kept if this attempt commits, and run after it in the same `run`.
+    ///     spawner.add(|tx, n| tx.modify(n, |n| n * 10).map(drop));
+    ///     Ok(())
+    /// });
+    /// q.run();
+    /// assert_eq!(q.state().load(), 20);
+    /// ```
     pub fn add_with(
         &mut self,
         task: impl for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S, &Spawner<S>) -> TxResult<()>
@@ -451,6 +467,20 @@ impl<S: Send + Sync + 'static> TransactionQueue<S> {
     /// panic is re-raised here (use [`try_run`](Self::try_run) to get it as a value). Also if
     /// the operating system refuses to start the helper threads (the first run starts them),
     /// as `std::thread::spawn` does.
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    /// use stm_loop::TransactionQueue;
+    /// use std::sync::Arc;
+    ///
+    /// let mut q = TransactionQueue::with_state(Arc::new(TVar::new(0u64))).workers(2);
+    /// for i in 1..=10 {
+    ///     q.add(move |tx, sum| tx.modify(sum, |s| s + i).map(drop));
+    /// }
+    /// let stats = q.run();
+    /// assert_eq!((stats.tasks, stats.commits, q.pending()), (10, 10, 0));
+    /// assert_eq!(q.state().load(), 55);
+    /// ```
     pub fn run(&mut self) -> RunStats {
         match self.try_run() {
             Ok(s) => s,
@@ -459,6 +489,17 @@ impl<S: Send + Sync + 'static> TransactionQueue<S> {
     }
 
     /// Like [`run`](Self::run), but a panic of a task comes back as `Err(TaskPanic)`.
+    ///
+    /// ```
+    /// use stm_loop::TransactionQueue;
+    ///
+    /// let mut q = TransactionQueue::with_workers(1);
+    /// q.add(|_tx, _| Ok(()));
+    /// q.add(|_tx, _| panic!("boom"));
+    /// let err = q.try_run().unwrap_err();
+    /// assert_eq!(err.message(), Some("boom"));
+    /// assert_eq!((err.stats().tasks, err.stats().panics), (2, 1));
+    /// ```
     ///
     /// # Panics
     ///

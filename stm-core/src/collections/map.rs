@@ -91,6 +91,10 @@ struct Inner<K: Send + Sync + 'static, V: Send + Sync + 'static, S> {
 /// number of entries). The element count is kept per thread (a [`TCounter`]), so inserts and
 /// removes from different threads do not conflict through it; [`len`](TMap::len) and
 /// [`iter`](TMap::iter) read all shards or all buckets and so conflict with concurrent writers.
+/// In-place updates, in the manner of std's `entry` API: [`get_or_insert_with`](TMap::get_or_insert_with)
+/// only reads when the key is present and writes (as an insert) when it is not;
+/// [`update`](TMap::update) sets, inserts or removes from the current value, and writes the
+/// bucket whenever its closure returns a value or removes one.
 ///
 /// **Growth** never stops readers: it copies the table in a transaction of its own, after the
 /// insert that found its bucket crowded has committed (see the `collections::map` source for
@@ -282,6 +286,23 @@ where
             tx.write_box(cell, next)?;
             return Ok(Some(old));
         }
+        self.push_new(tx, table, cell, cur, key, value)?;
+        Ok(None)
+    }
+
+    /// Adds `key -> value` to bucket `cell` of `table`, whose entries are `cur` and do not
+    /// include `key`: writes the bucket and adds 1 to the calling thread's count shard; asks for
+    /// growth if the bucket is now crowded.
+    #[track_caller]
+    fn push_new<'t>(
+        &'t self,
+        tx: &Tx<'t, '_>,
+        table: &'t Table<K, V>,
+        cell: &'t TBox<Bucket<K, V>>,
+        cur: &[(K, V)],
+        key: K,
+        value: V,
+    ) -> TxResult<()> {
         let mut next = Vec::with_capacity(cur.len() + 1);
         next.extend(cur.iter().cloned());
         next.push((key, value));
@@ -293,7 +314,126 @@ where
             let seen = table.buckets.len();
             tx.after_commit(move || grow(&inner, seen));
         }
-        Ok(None)
+        Ok(())
+    }
+
+    /// The value for `key`, inserting `f()` first if the key is absent (std's
+    /// `entry(key).or_insert_with(f)`); borrowed for the rest of the transaction, like
+    /// [`get`](Self::get).
+    ///
+    /// **Conflicts.** When the key is present this only reads its bucket, like `get`: two
+    /// transactions that find the same key present do not conflict. When it is absent it is an
+    /// [`insert`](Self::insert) of a new key: it writes the bucket and the calling thread's count
+    /// shard, and `f` runs once per attempt. The key is taken by reference and cloned into
+    /// the map (`to_owned`) only when it is inserted, so a hit allocates nothing.
+    ///
+    /// With shared values, such as one [`TCounter`] per key, the returned reference is
+    /// enough to write them: it lives for the attempt, so no [`Tx::hold`] is needed, and a hit on
+    /// a present key reads the bucket and writes only the counter's shard.
+    ///
+    /// ```
+    /// use stm_core::{atomically, collections::{TCounter, TMap}};
+    /// use std::sync::Arc;
+    ///
+    /// let hits: TMap<String, Arc<TCounter>> = TMap::new();
+    /// for path in ["/", "/about", "/"] {
+    ///     atomically(|tx| hits.get_or_insert_with(tx, path, || Arc::new(TCounter::new()))?.add(tx, 1));
+    /// }
+    /// assert_eq!(atomically(|tx| hits.get(tx, "/")?.unwrap().get(tx)), 2);
+    /// assert_eq!(atomically(|tx| hits.len(tx)), 2);
+    /// ```
+    #[track_caller]
+    pub fn get_or_insert_with<'t, Q>(
+        &'t self,
+        tx: &Tx<'t, '_>,
+        key: &Q,
+        f: impl FnOnce() -> V,
+    ) -> TxResult<&'t V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let table = tx.read_box(&self.inner.table)?;
+        let cell = table.bucket(self.hash(key));
+        let cur = tx.read_box(cell)?;
+        if let Some((_, v)) = cur.iter().find(|(k, _)| k.borrow() == key) {
+            return Ok(v);
+        }
+        self.push_new(tx, table, cell, cur, key.to_owned(), f())?;
+        // The bucket this attempt just wrote: its pending value lives until the attempt ends
+        // (even if written again), with the new entry last.
+        let next = tx.read_box(cell)?;
+        Ok(&next.last().expect("the entry just pushed").1)
+    }
+
+    /// Sets, inserts or removes the entry for `key` in one step, as `f` decides from the current
+    /// value: `f(Some(&v))` or `f(None)` returns `Some(new)` to store `new` (inserting the key,
+    /// cloned with `to_owned`, if it was absent) or `None` to remove the key (or leave it
+    /// absent). Returns the value now in the map, borrowed for the rest of the transaction.
+    /// `f` runs exactly once per attempt.
+    ///
+    /// **Conflicts.** Always reads the key's bucket. Writes it whenever `f` returns `Some`, even a
+    /// value equal to the current one (the map cannot tell it is unchanged: read with
+    /// [`get`](Self::get) first when the common case changes nothing, or use
+    /// [`get_or_insert_with`](Self::get_or_insert_with)), and when `f` removes a present key.
+    /// Inserting or removing also writes the calling thread's count shard (so it conflicts with
+    /// [`len`](Self::len)); replacing a value does not. When the key is absent and `f` returns
+    /// `None`, nothing is written.
+    ///
+    /// ```
+    /// use stm_core::{atomically, collections::TMap};
+    ///
+    /// let stock: TMap<String, u32> = TMap::new();
+    /// // Add 5 apples: inserts the key.
+    /// atomically(|tx| stock.update(tx, "apple", |n| Some(n.copied().unwrap_or(0) + 5)).map(drop));
+    /// // Take 2: replaces the value.
+    /// let left = atomically(|tx| Ok(stock.update(tx, "apple", |n| n.map(|n| n - 2))?.copied()));
+    /// assert_eq!(left, Some(3));
+    /// // Take 3: none left, so the key goes.
+    /// let take3 = |n: Option<&u32>| n.map(|n| n - 3).filter(|&n| n > 0);
+    /// assert_eq!(atomically(|tx| Ok(stock.update(tx, "apple", take3)?.copied())), None);
+    /// assert!(atomically(|tx| stock.is_empty(tx)));
+    /// ```
+    #[track_caller]
+    pub fn update<'t, Q>(
+        &'t self,
+        tx: &Tx<'t, '_>,
+        key: &Q,
+        f: impl FnOnce(Option<&V>) -> Option<V>,
+    ) -> TxResult<Option<&'t V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let table = tx.read_box(&self.inner.table)?;
+        let cell = table.bucket(self.hash(key));
+        let cur = tx.read_box(cell)?;
+        let found = cur.iter().position(|(k, _)| k.borrow() == key);
+        let new = f(found.map(|i| &cur[i].1));
+        match (found, new) {
+            (None, None) => Ok(None),
+            (None, Some(value)) => {
+                self.push_new(tx, table, cell, cur, key.to_owned(), value)?;
+                // As in `get_or_insert_with`: the pending bucket, the new entry last.
+                let next = tx.read_box(cell)?;
+                Ok(Some(&next.last().expect("the entry just pushed").1))
+            }
+            (Some(i), Some(value)) => {
+                let mut next = cur.clone();
+                next[i].1 = value;
+                tx.write_box(cell, next)?;
+                let next = tx.read_box(cell)?;
+                Ok(Some(&next[i].1))
+            }
+            (Some(i), None) => {
+                let mut next = Vec::with_capacity(cur.len() - 1);
+                next.extend(cur[..i].iter().cloned());
+                next.extend(cur[i + 1..].iter().cloned());
+                tx.write_box(cell, next)?;
+                self.inner.count.add(tx, -1)?;
+                Ok(None)
+            }
+        }
     }
 
     /// Removes `key`, returning its value. Writes one bucket and the calling thread's count

@@ -5,7 +5,7 @@
 //!
 //! | structure | conflict-free | conflicts (documented on the type) |
 //! | --- | --- | --- |
-//! | [`TMap`](crate::collections::TMap), [`TSet`](crate::collections::TSet) | operations on keys in different buckets; `insert`/`remove` counts | same bucket (same key, or a rare hash collision); `len`/`iter` with writers; growth |
+//! | [`TMap`](crate::collections::TMap), [`TSet`](crate::collections::TSet) | operations on keys in different buckets; `insert`/`remove` counts; `get_or_insert_with` of a present key (a read) | same bucket (same key, or a rare hash collision); `len`/`iter` with writers; growth |
 //! | [`TQueue`](crate::collections::TQueue) | `push` with `pop` while not empty | producers with producers, consumers with consumers |
 //! | [`TBoundedQueue`](crate::collections::TBoundedQueue) | `push` with `pop` while neither empty nor full | as `TQueue`; `len` with both ends |
 //! | [`TCounter`](crate::collections::TCounter) | `add` with `add` (distinct shards per live thread) | `get` with `add` |
@@ -44,7 +44,8 @@
 //! after the first hit, each hit only reads the bucket and adds to its own shard. (Each
 //! counter takes a cache line per shard;
 //! [`TCounter::with_shards`](crate::collections::TCounter::with_shards) bounds that for maps
-//! with many keys.)
+//! with many keys.) [`TMap::get_or_insert_with`](crate::collections::TMap::get_or_insert_with)
+//! inserts the counter on the first hit and lends it for the rest of the transaction:
 //!
 //! ```
 //! use stm_core::{Tx, TxResult, atomically};
@@ -56,12 +57,8 @@
 //!     tx: &Tx<'t, '_>,
 //!     path: &str,
 //! ) -> TxResult<()> {
-//!     if let Some(c) = hits.get(tx, path)? {
-//!         return c.add(tx, 1); // a read of the bucket and a write of our shard
-//!     }
-//!     let c = Arc::new(TCounter::new());
-//!     hits.insert(tx, path.to_string(), c.clone())?;
-//!     tx.hold(c).add(tx, 1) // the transaction keeps its clone until the commit
+//!     // Present: a read of the bucket, then a write of our shard. Absent: an insert.
+//!     hits.get_or_insert_with(tx, path, || Arc::new(TCounter::new()))?.add(tx, 1)
 //! }
 //!
 //! let hits = TMap::new();

@@ -21,6 +21,19 @@ impl<'t, 'env> Tx<'t, 'env> {
     /// Makes this transaction the inevitable one: from here on it never aborts, so it may do
     /// I/O. Waits while another transaction is inevitable. Fails (and the runtime reruns the body
     /// as inevitable from its start) if something read so far has changed.
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    /// let next_id = TVar::new(0u64);
+    /// let mut out = Vec::new();
+    /// atomically(|tx| {
+    ///     let id = tx.modify(&next_id, |n| n + 1)?;
+    ///     tx.become_inevitable()?; // from here on this attempt commits: I/O is safe
+    ///     out.push(format!("issued {id}"));
+    ///     Ok(())
+    /// });
+    /// assert_eq!(out, ["issued 1"]);
+    /// ```
     #[track_caller]
     pub fn become_inevitable(&self) -> TxResult<()> {
         let loc = Location::caller();
@@ -28,6 +41,12 @@ impl<'t, 'env> Tx<'t, 'env> {
     }
 
     /// Whether this transaction is the inevitable one.
+    ///
+    /// ```
+    /// use stm_core::{atomically, inevitably};
+    /// assert!(!atomically(|tx| Ok(tx.is_inevitable())));
+    /// assert!(inevitably(|tx| tx.is_inevitable()));
+    /// ```
     pub fn is_inevitable(&self) -> bool {
         self.st().inevitable
     }

@@ -308,6 +308,13 @@ impl<'t, 'env> Tx<'t, 'env> {
     ///
     /// A read leaves no address behind (the read set keeps the word's lock, which is static),
     /// so `var` may be borrowed for just this call.
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    /// let (a, b) = (TVar::new(1u64), TVar::new(2u64));
+    /// // Both reads come from one consistent snapshot.
+    /// assert_eq!(atomically(|tx| Ok(tx.read(&a)? + tx.read(&b)?)), 3);
+    /// ```
     #[track_caller]
     #[inline]
     pub fn read<T: Word>(&self, var: &TVar<T>) -> TxResult<T> {
@@ -321,6 +328,17 @@ impl<'t, 'env> Tx<'t, 'env> {
     ///
     /// `var` is borrowed for the attempt `'t`: the commit stores into it after the body has
     /// returned.
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    /// let (from, to) = (TVar::new(10i64), TVar::new(0i64));
+    /// atomically(|tx| {
+    ///     let n = tx.read(&from)?;
+    ///     tx.write(&from, 0)?;
+    ///     tx.write(&to, n) // both writes become visible together, at the commit
+    /// });
+    /// assert_eq!((from.load(), to.load()), (0, 10));
+    /// ```
     #[track_caller]
     #[inline]
     pub fn write<T: Word>(&self, var: &'t TVar<T>, value: T) -> TxResult<()> {
@@ -329,6 +347,12 @@ impl<'t, 'env> Tx<'t, 'env> {
     }
 
     /// Reads `var`, writes `f(value)` back and returns the new value.
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    /// let hits = TVar::new(41u64);
+    /// assert_eq!(atomically(|tx| tx.modify(&hits, |n| n + 1)), 42);
+    /// ```
     #[track_caller]
     #[inline]
     pub fn modify<T: Word>(&self, var: &'t TVar<T>, f: impl FnOnce(T) -> T) -> TxResult<T> {
@@ -342,6 +366,19 @@ impl<'t, 'env> Tx<'t, 'env> {
 
     /// Reads a [`TBox`](crate::TBox): a reference valid for the rest of the attempt, so that
     /// `TVar`s inside the value can be written.
+    ///
+    /// ```
+    /// use stm_core::{TBox, TVar, atomically};
+    /// struct Account { owner: String, balance: TVar<i64> }
+    /// let acct = TBox::new(Account { owner: "ann".into(), balance: TVar::new(5) });
+    /// let owner = atomically(|tx| {
+    ///     let a = tx.read_box(&acct)?; // borrowed until the attempt ends
+    ///     tx.modify(&a.balance, |b| b + 1)?;
+    ///     Ok(a.owner.clone())
+    /// });
+    /// assert_eq!(owner, "ann");
+    /// assert_eq!(acct.with(|a| a.balance.load()), 6);
+    /// ```
     #[cfg(not(loom))]
     #[track_caller]
     pub fn read_box<T: Send + Sync + 'static>(&self, b: &'t crate::TBox<T>) -> TxResult<&'t T> {
@@ -357,7 +394,21 @@ impl<'t, 'env> Tx<'t, 'env> {
         Ok(unsafe { &*(bits as usize as *const T) })
     }
 
-    /// Writes a new value into a [`TBox`](crate::TBox).
+    /// Writes a new value into a [`TBox`](crate::TBox). The replaced value is freed once no
+    /// transaction can still see it; later reads in this transaction see the new one.
+    ///
+    /// ```
+    /// use stm_core::{TBox, atomically};
+    /// let log = TBox::new(Vec::<String>::new());
+    /// atomically(|tx| {
+    ///     let mut next = tx.read_box(&log)?.clone();
+    ///     next.push("started".into());
+    ///     tx.write_box(&log, next)?;
+    ///     assert_eq!(tx.read_box(&log)?.len(), 1);
+    ///     Ok(())
+    /// });
+    /// assert_eq!(log.load(), ["started"]);
+    /// ```
     #[cfg(not(loom))]
     #[track_caller]
     pub fn write_box<T: Send + Sync + 'static>(
@@ -376,6 +427,23 @@ impl<'t, 'env> Tx<'t, 'env> {
     }
 
     /// Runs `f` once, after this transaction commits (never if it aborts). Use it for I/O.
+    ///
+    /// An attempt that is rolled back and run again drops the actions it registered, so `f`
+    /// runs once whatever the number of attempts.
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    /// use std::sync::mpsc;
+    /// let balance = TVar::new(100u64);
+    /// let (log, lines) = mpsc::channel();
+    /// atomically(|tx| {
+    ///     let b = tx.modify(&balance, |b| b - 30)?;
+    ///     let log = log.clone();
+    ///     tx.after_commit(move || log.send(format!("balance now {b}")).unwrap());
+    ///     Ok(())
+    /// });
+    /// assert_eq!(lines.try_recv().unwrap(), "balance now 70");
+    /// ```
     pub fn after_commit(&self, f: impl FnOnce() + 'static) {
         self.st().after.push(Box::new(f));
     }

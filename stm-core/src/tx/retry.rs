@@ -11,6 +11,17 @@ impl<'t, 'env> Tx<'t, 'env> {
     ///
     /// The runtime panics if the attempt read nothing (it would wait forever), or if the body
     /// asked to be inevitable (it cannot be rolled back).
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    /// let ready = TVar::new(false);
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| atomically(|tx| tx.write(&ready, true)));
+    ///     // Sleeps (no spinning) until the other thread's commit changes `ready`.
+    ///     atomically(|tx| if tx.read(&ready)? { Ok(()) } else { tx.retry() });
+    /// });
+    /// assert!(ready.load());
+    /// ```
     pub fn retry<T>(&self) -> TxResult<T> {
         let s = self.st();
         if let Some(a) = s.doomed {
