@@ -1,11 +1,17 @@
 //! The primes server end to end, over real sockets on 127.0.0.1 with ephemeral ports, in both
 //! modes. Every socket has a read timeout, so a server bug fails a test instead of hanging it.
 
-use std::io::{Read, Write};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
-use stm_benches::primes::{RunningServer, ServerConfig, ServerMode, primes_up_to, start};
+use stm_benches::primes::{
+    RunningServer, ServerConfig, ServerMode, Timeouts, primes_up_to, start, start_with,
+};
 
 const MODES: [ServerMode; 3] = [
     ServerMode::Serial,
@@ -222,7 +228,7 @@ fn malformed_requests_get_400_and_close() {
         let big = format!("GET /10 HTTP/1.1\r\nX-Big: {}", "a".repeat(20_000));
         s.write_all(big.as_bytes()).unwrap();
         let mut buf = Vec::new();
-        assert_eq!(read_response(&mut s, &mut buf).status, 400);
+        assert_eq!(read_response(&mut s, &mut buf).status, 431);
         assert_closed(&mut s, &buf);
         // Another method.
         let mut s = connect(srv.local_addr());
@@ -432,5 +438,439 @@ fn random_garbage_never_hurts_the_server() {
         let mut buf = Vec::new();
         assert_eq!(primes_of(&get(&mut s, &mut buf, "/10")), vec![2, 3, 5, 7]);
         srv.stop().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile clients and the command-line server
+// ---------------------------------------------------------------------------------------------
+
+fn server_with(mode: ServerMode, timeouts: Timeouts) -> RunningServer {
+    start_with(
+        ServerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            mode,
+        },
+        timeouts,
+    )
+    .expect("server starts on an ephemeral port")
+}
+
+/// Reads until the server closes the connection (end of stream or reset), or `bound` passes
+/// (then panics); returns the bytes read.
+fn read_until_closed(s: &mut TcpStream, bound: Duration) -> Vec<u8> {
+    let t0 = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        assert!(
+            t0.elapsed() < bound,
+            "the server did not close the connection"
+        );
+    }
+}
+
+#[test]
+fn header_timeout_closes_silent_and_slowloris_clients() {
+    let header = Duration::from_secs(1);
+    let timeouts = Timeouts {
+        header,
+        idle: Duration::from_secs(60),
+    };
+    let threads: Vec<_> = MODES
+        .into_iter()
+        .map(|mode| {
+            std::thread::spawn(move || {
+                let srv = server_with(mode, timeouts);
+                // Connects and sends nothing.
+                let t0 = Instant::now();
+                let mut silent = connect(srv.local_addr());
+                assert!(read_until_closed(&mut silent, Duration::from_secs(20)).is_empty());
+                assert!(
+                    t0.elapsed() >= header,
+                    "{mode:?}: closed before the timeout"
+                );
+                // Sends a head one byte every 20 ms, never finishing it: the header timeout
+                // counts from the head's start, not from the last byte.
+                let t0 = Instant::now();
+                let mut slow = connect(srv.local_addr());
+                slow.write_all(b"GET /10 HTTP/1.1\r\nX-Slow: ").unwrap();
+                slow.set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                let mut b = [0u8; 64];
+                loop {
+                    if slow.write_all(b"a").is_err() {
+                        break;
+                    }
+                    match slow.read(&mut b) {
+                        Ok(0) => break,
+                        Ok(n) => panic!("{mode:?}: unexpected {n} bytes"),
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                        Err(_) => {}
+                    }
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(20),
+                        "{mode:?}: a slowloris client was never closed"
+                    );
+                }
+                assert!(
+                    t0.elapsed() >= header,
+                    "{mode:?}: closed before the timeout"
+                );
+                // A client that sends its request at once is served.
+                let mut s = connect(srv.local_addr());
+                let mut buf = Vec::new();
+                assert_eq!(get(&mut s, &mut buf, "/10").status, 200, "{mode:?}");
+                srv.stop().unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn idle_timeout_closes_idle_keep_alive_connections_only() {
+    let idle = Duration::from_secs(1);
+    let timeouts = Timeouts {
+        header: Duration::from_secs(60),
+        idle,
+    };
+    let threads: Vec<_> = MODES
+        .into_iter()
+        .map(|mode| {
+            std::thread::spawn(move || {
+                let srv = server_with(mode, timeouts);
+                let mut s = connect(srv.local_addr());
+                let mut buf = Vec::new();
+                // Active for longer than the idle timeout, never idle that long: stays open.
+                let t0 = Instant::now();
+                while t0.elapsed() < idle * 3 / 2 {
+                    assert_eq!(get(&mut s, &mut buf, "/10").status, 200, "{mode:?}");
+                    std::thread::sleep(idle / 10);
+                }
+                // Then idle after the last response (written after `t1`): closed.
+                let t1 = Instant::now();
+                assert_eq!(get(&mut s, &mut buf, "/10").status, 200, "{mode:?}");
+                assert!(read_until_closed(&mut s, Duration::from_secs(20)).is_empty());
+                assert!(t1.elapsed() >= idle, "{mode:?}: closed before the timeout");
+                srv.stop().unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// A 100 KB request line sent in one write (read by the server in one go): refused with 431
+/// and the connection closed, never parsed (parsed, `/999...` would get a 400).
+#[test]
+fn the_head_limit_holds_however_the_bytes_arrive() {
+    for mode in MODES {
+        let srv = server(mode);
+        let mut s = connect(srv.local_addr());
+        let req = format!("GET /{} HTTP/1.1\r\n\r\n", "9".repeat(100_000));
+        // The server may close before reading it all.
+        let _ = s.write_all(req.as_bytes());
+        let mut buf = Vec::new();
+        let r = read_response(&mut s, &mut buf);
+        assert_eq!(r.status, 431, "{mode:?}");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(buf.is_empty());
+        read_until_closed(&mut s, Duration::from_secs(20));
+        // Just under the limit is parsed as usual (a bad N).
+        let mut s = connect(srv.local_addr());
+        let req = format!("GET /{} HTTP/1.1\r\n\r\n", "9".repeat(8000));
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(read_response(&mut s, &mut buf).status, 400, "{mode:?}");
+        srv.stop().unwrap();
+    }
+}
+
+/// Reads a response head only (the body is not read: a `HEAD` response has none).
+fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, Vec<(String, String)>) {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(len) = resp.parse(buf).expect("valid response") {
+            let headers = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let status = resp.code.unwrap();
+            buf.drain(..len);
+            return (status, headers);
+        }
+        read_more(s, buf);
+    }
+}
+
+#[test]
+fn head_requests_get_the_headers_without_the_body() {
+    for mode in MODES {
+        let srv = server(mode);
+        let mut s = connect(srv.local_addr());
+        let mut buf = Vec::new();
+        let body_len = get(&mut s, &mut buf, "/100").body.len();
+        for path in ["/100", "/stats", "/abc"] {
+            write!(s, "HEAD {path} HTTP/1.1\r\n\r\n").unwrap();
+            let (status, headers) = read_head(&mut s, &mut buf);
+            let cl = headers.iter().find(|(n, _)| n == "content-length");
+            match path {
+                "/100" => {
+                    assert_eq!(status, 200, "{mode:?}");
+                    assert_eq!(cl.unwrap().1, body_len.to_string(), "{mode:?}");
+                }
+                "/stats" => assert_eq!(status, 200, "{mode:?}"),
+                _ => assert_eq!(status, 400, "{mode:?}"),
+            }
+            assert!(cl.is_some());
+        }
+        // No body was sent: the next response starts right after the last head.
+        assert!(buf.is_empty(), "{mode:?}: body bytes after a HEAD response");
+        assert_eq!(primes_of(&get(&mut s, &mut buf, "/10")), vec![2, 3, 5, 7]);
+        srv.stop().unwrap();
+    }
+}
+
+/// The example binary, built by `cargo test -p stm-benches` beside this test's executable
+/// (`cargo test --test primes` alone does not rebuild it: after changing the server, run the
+/// package's tests or build the example first).
+fn example_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/primes-HASH -> target/<profile>/examples/primes_server
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir
+        .join("examples")
+        .join(format!("primes_server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test -p stm-benches` (which builds the \
+         examples) or build it with `cargo build -p stm-benches --example primes_server`",
+        bin.display()
+    );
+    bin
+}
+
+/// The example server in a child process, killed when dropped.
+struct Example {
+    child: Child,
+    addr: SocketAddr,
+    line: String,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(r).lines() {
+            let Ok(l) = l else { return };
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Starts the example with `args` (under `ulimit -n nofile` if given) and reads its startup
+/// line.
+fn spawn_example(args: &[&str], env: &[(&str, &OsStr)], nofile: Option<u32>) -> Example {
+    let bin = example_binary();
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the example starts");
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    let mut ex = Example {
+        child,
+        addr: "0.0.0.0:0".parse().unwrap(),
+        line: String::new(),
+        stdout,
+        stderr,
+    };
+    let line = match ex.stdout.recv_timeout(Duration::from_secs(30)) {
+        Ok(l) => l,
+        Err(e) => {
+            let err: Vec<String> = ex.stderr.try_iter().collect();
+            panic!("no startup line ({e}); stderr: {err:?}");
+        }
+    };
+    let rest = line
+        .strip_prefix("primes_server listening on ")
+        .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
+    ex.addr = rest.split(' ').next().unwrap().parse().unwrap();
+    ex.line = line;
+    ex
+}
+
+/// Waits (at most 20 s) for the child to exit.
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the server did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+#[test]
+fn the_example_prints_a_startup_line_and_resolves_host_names() {
+    let ex = spawn_example(&["--workers", "2", "--addr", "127.0.0.1:0"], &[], None);
+    assert!(ex.line.ends_with(" (stm, 2 workers)"), "{:?}", ex.line);
+    assert!(ex.addr.ip().is_loopback() && ex.addr.port() != 0);
+    drop(ex);
+    let ex = spawn_example(&["--serial", "--addr", "localhost:0"], &[], None);
+    assert!(ex.line.ends_with(" (serial)"), "{:?}", ex.line);
+    assert!(ex.addr.ip().is_loopback(), "{:?}", ex.line);
+    let mut s = connect(ex.addr);
+    let mut buf = Vec::new();
+    assert_eq!(primes_of(&get(&mut s, &mut buf, "/10")), vec![2, 3, 5, 7]);
+    // A name that does not resolve is an error, not a hang.
+    let out = Command::new(example_binary())
+        .args(["--addr", "no-such-host.invalid:80"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot resolve"));
+}
+
+/// SIGTERM stops the server like SIGINT: it exits successfully and the conflict log is
+/// finished (its last record is the end record).
+#[test]
+fn sigterm_and_sigint_stop_the_example_and_finish_the_conflict_log() {
+    let dir = std::env::temp_dir().join(format!("primes-signal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for sig in ["TERM", "INT"] {
+        let log = dir.join(format!("{sig}.stmlog"));
+        let _ = std::fs::remove_file(&log);
+        let mut ex = spawn_example(
+            &["--workers", "2", "--addr", "127.0.0.1:0"],
+            &[("STM_LOG", log.as_os_str())],
+            None,
+        );
+        let mut s = connect(ex.addr);
+        let mut buf = Vec::new();
+        assert_eq!(get(&mut s, &mut buf, "/10").status, 200);
+        signal(&ex.child, sig);
+        let st = wait_exit(&mut ex.child);
+        assert!(st.success(), "SIG{sig}: {st}");
+        assert_eq!(
+            ex.stdout.recv_timeout(Duration::from_secs(20)).as_deref(),
+            Ok("stopping")
+        );
+        assert_closed(&mut s, &buf);
+        let records: Vec<_> = stm_log::LogReader::open(&log)
+            .expect("the log has a header")
+            .collect::<Result<_, _>>()
+            .expect("the log is complete");
+        assert!(
+            matches!(records.last(), Some(stm_log::Record::End { .. })),
+            "SIG{sig}: the log was not finished"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Out of file descriptors (`ulimit -n 32` and 40 idle clients), the server logs a warning and
+/// keeps trying: when the idle clients leave (no new connection arrives to wake the listener),
+/// the client that was waiting in the accept queue is served.
+#[test]
+fn accept_backs_off_when_out_of_descriptors_and_resumes() {
+    for mode in [&["--serial"][..], &["--workers", "2"]] {
+        let mut args = vec![
+            "--addr",
+            "127.0.0.1:0",
+            "--header-timeout",
+            "60s",
+            "--idle-timeout",
+            "60s",
+        ];
+        args.extend_from_slice(mode);
+        let ex = spawn_example(&args, &[], Some(32));
+        let idle: Vec<TcpStream> = (0..40).map(|_| connect(ex.addr)).collect();
+        let mut waiting = connect(ex.addr);
+        waiting.write_all(b"GET /10 HTTP/1.1\r\n\r\n").unwrap();
+        // The warning comes once the descriptors run out.
+        let t0 = Instant::now();
+        loop {
+            let left = Duration::from_secs(20).saturating_sub(t0.elapsed());
+            match ex.stderr.recv_timeout(left) {
+                Ok(l) if l.contains("out of file descriptors") => break,
+                Ok(_) => {}
+                Err(e) => panic!("{mode:?}: no warning ({e})"),
+            }
+        }
+        drop(idle);
+        let mut buf = Vec::new();
+        let r = read_response(&mut waiting, &mut buf);
+        assert_eq!(primes_of(&r), vec![2, 3, 5, 7], "{mode:?}");
+        // And it says so.
+        let t0 = Instant::now();
+        loop {
+            let left = Duration::from_secs(20).saturating_sub(t0.elapsed());
+            match ex.stderr.recv_timeout(left) {
+                Ok(l) if l.contains("accepting connections again") => break,
+                Ok(_) => {}
+                Err(e) => panic!("{mode:?}: no recovery line ({e})"),
+            }
+        }
     }
 }

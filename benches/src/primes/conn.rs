@@ -14,14 +14,16 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use stm_core::TxResult;
 
 /// The largest N a request may ask for.
 pub const MAX_N: u32 = 1_000_000;
-/// Request heads longer than this are refused (400).
-const MAX_HEAD: usize = 8 * 1024;
+/// Request heads longer than this are refused (431), however their bytes arrive: the parser
+/// never sees more than this many bytes of one head.
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
 /// Headers per request.
 const MAX_HEADERS: usize = 32;
 /// Distinct paths counted in the per-path hits; the rest count under `OTHER_PATHS`.
@@ -77,6 +79,8 @@ pub(crate) struct Prepared {
     path: Option<String>,
     start_us: u64,
     close: bool,
+    /// A `HEAD` request: only the head of the response is sent.
+    head_only: bool,
 }
 
 #[derive(Serialize)]
@@ -101,6 +105,14 @@ fn response(status: u16, reason: &str, body: &[u8], close: bool) -> Vec<u8> {
 fn error_response(status: u16, reason: &str, message: &str, close: bool) -> Vec<u8> {
     let body = serde_json::json!({ "error": message }).to_string();
     response(status, reason, body.as_bytes(), close)
+}
+
+/// The head of a response (through the blank line): what a `HEAD` request gets.
+fn head_of(response: &[u8]) -> &[u8] {
+    match response.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => &response[..i + 4],
+        None => response,
+    }
 }
 
 /// The response to `GET /stats`, from the recorder's document.
@@ -153,6 +165,18 @@ pub(crate) struct Conn {
     eof: bool,
     /// A request asked to close (or was malformed): parse nothing after it.
     closing: bool,
+    /// When the head being waited for started: the connection's start for its first request,
+    /// the arrival of the first bytes for the next ones; `None` between requests.
+    head_since: Option<Instant>,
+    /// The last time bytes moved in either direction (or the connection started).
+    activity: Instant,
+}
+
+/// How long a client may take: see [`Conn::deadline`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) header: Duration,
+    pub(crate) idle: Duration,
 }
 
 impl Conn {
@@ -166,7 +190,28 @@ impl Conn {
             out_pos: 0,
             eof: false,
             closing: false,
+            head_since: Some(Instant::now()),
+            activity: Instant::now(),
         }
+    }
+
+    /// When the connection should be closed if nothing happens before: the header timeout
+    /// after the start of a head not complete yet, the idle timeout after the last bytes moved
+    /// otherwise (between requests, or while a response waits for the client to read it).
+    /// `None` while requests are being answered (the server's own time).
+    pub(crate) fn deadline(&self, limits: Limits) -> Option<Instant> {
+        if self.stream.is_none() || !self.prepared.is_empty() {
+            return None;
+        }
+        Some(match self.head_since {
+            Some(t) => t + limits.header,
+            None => self.activity + limits.idle,
+        })
+    }
+
+    /// Whether the connection is still open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// Reads until `WouldBlock`, end of stream or error.
@@ -186,7 +231,13 @@ impl Conn {
                 }
                 // Edge-triggered: read it all. An oversized head is refused by `prepare`, which
                 // then stops the reading (`closing`).
-                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    self.activity = Instant::now();
+                    if self.head_since.is_none() {
+                        self.head_since = Some(self.activity);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -199,6 +250,14 @@ impl Conn {
 
     /// Parses the complete requests not parsed yet and computes their responses.
     pub(crate) fn prepare(&mut self, now_us: u64) {
+        self.prepare_heads(now_us);
+        if self.parsed < self.inbuf.len() && self.head_since.is_none() {
+            // The bytes left are the start of the next head.
+            self.head_since = Some(Instant::now());
+        }
+    }
+
+    fn prepare_heads(&mut self, now_us: u64) {
         while !self.closing {
             let buf = &self.inbuf[self.parsed..];
             if buf.is_empty() {
@@ -206,7 +265,9 @@ impl Conn {
             }
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut headers);
-            let len = match req.parse(buf) {
+            // At most `MAX_HEAD` bytes reach the parser, however many arrived in one read: a
+            // head that is not complete within them is too large.
+            let len = match req.parse(&buf[..buf.len().min(MAX_HEAD)]) {
                 Ok(httparse::Status::Complete(len)) => len,
                 Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {
                     if self.eof {
@@ -216,15 +277,20 @@ impl Conn {
                     return;
                 }
                 Ok(httparse::Status::Partial) => {
-                    self.reject("request head too large");
+                    self.reject(
+                        431,
+                        "Request Header Fields Too Large",
+                        "request head too large",
+                    );
                     return;
                 }
                 Err(e) => {
-                    self.reject(&format!("malformed request: {e}"));
+                    self.reject(400, "Bad Request", &format!("malformed request: {e}"));
                     return;
                 }
             };
             self.parsed += len;
+            self.head_since = None;
             let http11 = req.version == Some(1);
             let mut close = !http11;
             let mut has_body = false;
@@ -253,6 +319,7 @@ impl Conn {
                 }
             }
             let method = req.method.unwrap_or("");
+            let head_only = method == "HEAD";
             let target = req.path.unwrap_or("");
             let path = target.split(['?', '#']).next().unwrap_or("").to_string();
             if bad_header || has_body {
@@ -267,15 +334,22 @@ impl Conn {
                     Some(path),
                     now_us,
                     true,
+                    head_only,
                 );
                 return;
             }
-            if method != "GET" {
+            if method != "GET" && !head_only {
                 self.push(
-                    error_response(405, "Method Not Allowed", "only GET is served", true),
+                    error_response(
+                        405,
+                        "Method Not Allowed",
+                        "only GET and HEAD are served",
+                        true,
+                    ),
                     Some(path),
                     now_us,
                     true,
+                    false,
                 );
                 return;
             }
@@ -291,12 +365,13 @@ impl Conn {
                 Route::NotFound => Some(error_response(404, "Not Found", "no such path", close)),
             };
             match resp {
-                Some(r) => self.push(r, Some(path), now_us, close),
+                Some(r) => self.push(r, Some(path), now_us, close, head_only),
                 None => self.prepared.push_back(Prepared {
                     response: None,
                     path: Some(path),
                     start_us: now_us,
                     close,
+                    head_only,
                 }),
             }
             if close {
@@ -305,21 +380,35 @@ impl Conn {
         }
     }
 
-    fn push(&mut self, response: Vec<u8>, path: Option<String>, start_us: u64, close: bool) {
+    fn push(
+        &mut self,
+        response: Vec<u8>,
+        path: Option<String>,
+        start_us: u64,
+        close: bool,
+        head_only: bool,
+    ) {
         self.prepared.push_back(Prepared {
             response: Some(response),
             path,
             start_us,
             close,
+            head_only,
         });
         if close {
             self.closing = true;
         }
     }
 
-    fn reject(&mut self, msg: &str) {
+    fn reject(&mut self, status: u16, reason: &str, msg: &str) {
         self.parsed = self.inbuf.len();
-        self.push(error_response(400, "Bad Request", msg, true), None, 0, true);
+        self.push(
+            error_response(status, reason, msg, true),
+            None,
+            0,
+            true,
+            false,
+        );
     }
 
     /// The requests prepared so far (what a transaction will answer).
@@ -332,14 +421,12 @@ impl Conn {
     pub(crate) fn complete(&mut self, k: usize, stats: Vec<Vec<u8>>) {
         let mut stats = stats.into_iter();
         for p in self.prepared.drain(..k.min(self.prepared.len())) {
-            match p.response {
-                Some(r) => self.outbuf.extend_from_slice(&r),
-                None => {
-                    if let Some(s) = stats.next() {
-                        self.outbuf.extend_from_slice(&s);
-                    }
-                }
-            }
+            let r = match p.response {
+                Some(r) => r,
+                None => stats.next().unwrap_or_default(),
+            };
+            let r = if p.head_only { head_of(&r) } else { &r[..] };
+            self.outbuf.extend_from_slice(r);
         }
         if self.prepared.is_empty() && self.parsed > 0 {
             self.inbuf.drain(..self.parsed);
@@ -361,7 +448,10 @@ impl Conn {
                     self.out_pos = 0;
                     return;
                 }
-                Ok(n) => self.out_pos += n,
+                Ok(n) => {
+                    self.out_pos += n;
+                    self.activity = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {

@@ -33,25 +33,33 @@
 //! `Content-Type: application/json` and `{"primes":[...]}`; `GET /stats` answers the shared
 //! state and [`stm_core::stats`] as JSON. A non-numeric, too large or overflowing N gets `400`,
 //! another path `404`, another method `405` (and the connection closes), a malformed request
-//! `400` and the connection closes. Keep-alive is the HTTP/1.1 default (`Connection: close`
+//! `400` and the connection closes; a request head over 8 KiB gets `431` and the connection
+//! closes. `HEAD` is answered like `GET`, without the body. Keep-alive is the HTTP/1.1 default (`Connection: close`
 //! ends it; HTTP/1.0 closes unless it asks for keep-alive).
+//!
+//! Hostile clients ([`Timeouts`], [`start_with`]): a connection that has not sent a complete
+//! request head within the header timeout, or that is idle longer than the idle timeout, is
+//! closed; when `accept` fails for lack of file descriptors (`EMFILE`, `ENFILE`) the server
+//! logs a `tracing` warning and tries again after a back-off (10 ms doubling to 1 s) until
+//! descriptors are free, instead of waiting for a readiness event that never comes.
 
 mod conn;
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 use stm_core::collections::{TCounter, TMap};
 use stm_core::{TVar, Tx, TxResult};
-use stm_loop::{EventLoop, LoopHandle, MioSource};
+use stm_loop::{EventLoop, LoopHandle, MioSource, TimerId};
 
-use conn::{Conn, MAX_PATH_LEN, MAX_PATHS, OTHER_PATHS, Recorder, apply, hit_key};
+use conn::{Conn, Limits, MAX_PATH_LEN, MAX_PATHS, OTHER_PATHS, Recorder, apply, hit_key};
 pub use conn::{MAX_N, is_prime, primes_up_to};
 
 /// The listener's token (connections get 1, 2, ...).
@@ -93,6 +101,52 @@ impl Default for ServerConfig {
                 workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             },
         }
+    }
+}
+
+/// How long a client may take before the server closes its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The time a client has to send a complete request head, counted from the connection's
+    /// start for its first request and from the first bytes of each later one (a slowloris
+    /// client that sends a byte now and then is closed all the same).
+    pub header: Duration,
+    /// The time a connection may stay without bytes moving in either direction while no
+    /// request head is in progress: between keep-alive requests, or while a response waits
+    /// for a client that does not read it.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    /// 10 s for a head, 60 s idle.
+    fn default() -> Self {
+        Timeouts {
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Timeouts {
+    fn limits(self) -> Limits {
+        Limits {
+            header: self.header,
+            idle: self.idle,
+        }
+    }
+
+    /// The longest time between two looks at a connection. A deadline can move earlier (a
+    /// head completes and the idle timeout, shorter than the header timeout, applies), but
+    /// never to less than this after the event that moves it: a connection looked at this
+    /// often is closed at its deadline, however it moves.
+    fn recheck(self) -> Duration {
+        self.header.min(self.idle)
+    }
+
+    /// When to look at a connection next, at `now`, given its deadline.
+    fn next_check(self, now: Instant, deadline: Option<Instant>) -> Instant {
+        let soon = now + self.recheck();
+        deadline.map_or(soon, |d| d.min(soon))
     }
 }
 
@@ -144,15 +198,21 @@ impl Drop for RunningServer {
     }
 }
 
-/// Binds `config.addr` and starts serving on a new thread.
+/// Binds `config.addr` and starts serving on a new thread, with the default [`Timeouts`].
 pub fn start(config: ServerConfig) -> io::Result<RunningServer> {
+    start_with(config, Timeouts::default())
+}
+
+/// Binds `config.addr` and starts serving on a new thread, closing the connections of clients
+/// slower than `timeouts`.
+pub fn start_with(config: ServerConfig, timeouts: Timeouts) -> io::Result<RunningServer> {
     let listener = std::net::TcpListener::bind(config.addr)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let listener = mio::net::TcpListener::from_std(listener);
     match config.mode {
-        ServerMode::Serial => start_serial(listener, addr),
-        ServerMode::Stm { workers } => start_stm(listener, addr, workers.max(1)),
+        ServerMode::Serial => start_serial(listener, addr, timeouts),
+        ServerMode::Stm { workers } => start_stm(listener, addr, workers.max(1), timeouts),
     }
 }
 
@@ -160,12 +220,17 @@ fn micros_since(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Accepts until `WouldBlock`; transient errors are skipped, others end this round (logged).
-fn accept_all(listener: &mio::net::TcpListener, mut f: impl FnMut(mio::net::TcpStream)) {
+/// Accepts until `WouldBlock` (`Ok`); transient errors are skipped; another error ends the
+/// round (`Err`): the listener stays readable, but being edge-triggered it will not say so
+/// again, so the caller must try again later ([`Backoff`]).
+fn accept_all(
+    listener: &mio::net::TcpListener,
+    mut f: impl FnMut(mio::net::TcpStream),
+) -> Result<(), io::Error> {
     loop {
         match listener.accept() {
             Ok((s, _)) => f(s),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -173,11 +238,77 @@ fn accept_all(listener: &mio::net::TcpListener, mut f: impl FnMut(mio::net::TcpS
                         | io::ErrorKind::ConnectionAborted
                         | io::ErrorKind::ConnectionReset
                 ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `EMFILE` and `ENFILE` (the same numbers on Linux, the BSDs and macOS).
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// The accept back-off: after a failed accept round, the next try waits `MIN_DELAY`, doubling
+/// up to `MAX_DELAY` while the failures go on; a round that drains the listener ends it.
+#[derive(Debug, Default)]
+struct Backoff {
+    delay: Option<Duration>,
+    failures: u64,
+    /// A retry is scheduled (one at a time).
+    retry_pending: bool,
+}
+
+impl Backoff {
+    const MIN_DELAY: Duration = Duration::from_millis(10);
+    const MAX_DELAY: Duration = Duration::from_secs(1);
+
+    /// Records the end of an accept round. Returns the delay before the next try when one must
+    /// be scheduled (the round failed and no retry is pending yet); logs the first failure of
+    /// an episode and the recovery.
+    fn round(&mut self, result: Result<(), io::Error>) -> Option<Duration> {
+        match result {
+            Ok(()) => {
+                if self.delay.take().is_some() {
+                    tracing::warn!(
+                        failed_tries = self.failures,
+                        "primes server: accepting connections again"
+                    );
+                }
+                self.failures = 0;
+                None
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "primes server: accept failed");
-                return;
+                let delay = match self.delay {
+                    None => {
+                        if out_of_descriptors(&e) {
+                            tracing::warn!(
+                                error = %e,
+                                "primes server: out of file descriptors, cannot accept; \
+                                 retrying until some are free (close idle clients or raise \
+                                 `ulimit -n`)"
+                            );
+                        } else {
+                            tracing::warn!(error = %e, "primes server: accept failed; retrying");
+                        }
+                        Self::MIN_DELAY
+                    }
+                    Some(d) => (d * 2).min(Self::MAX_DELAY),
+                };
+                self.delay = Some(delay);
+                self.failures += 1;
+                if self.retry_pending {
+                    None
+                } else {
+                    self.retry_pending = true;
+                    Some(delay)
+                }
             }
         }
+    }
+
+    /// The scheduled retry is running now.
+    fn retrying(&mut self) {
+        self.retry_pending = false;
     }
 }
 
@@ -265,16 +396,53 @@ impl Recorder for StmRecorder<'_, '_, '_> {
     }
 }
 
+/// A connection of the STM server: its state, and its pending timeout timer.
+struct StmConn {
+    conn: Mutex<Conn>,
+    timer: Mutex<Option<TimerId>>,
+}
+
 /// What every handler of the STM server shares outside the transactions: the registry and the
-/// loop's handle (used after commits) and the clock.
+/// loop's handle (used after commits), the clock, the listener and the accept back-off.
 struct StmCtx {
     registry: mio::Registry,
     handle: LoopHandle<StmState>,
     started: Instant,
     next_token: AtomicUsize,
+    timeouts: Timeouts,
+    listener: mio::net::TcpListener,
+    /// Accepted sockets wait here until the accepting transaction commits.
+    accepted: Mutex<Vec<mio::net::TcpStream>>,
+    backoff: Mutex<Backoff>,
 }
 
 impl StmCtx {
+    /// One accept round, from the listener's handler or a back-off retry (`retry`). Accepting
+    /// is input, kept outside the transaction like a connection's reads; registering the new
+    /// connections and scheduling a retry happen after the commit.
+    fn accept_round(self: &Arc<Self>, tx: &Tx<'_, '_>, retry: bool) {
+        let result = accept_all(&self.listener, |s| lock(&self.accepted).push(s));
+        let ctx = self.clone();
+        tx.after_commit(move || {
+            let streams: Vec<_> = lock(&ctx.accepted).drain(..).collect();
+            for s in streams {
+                ctx.add_connection(s);
+            }
+            let mut backoff = lock(&ctx.backoff);
+            if retry {
+                backoff.retrying();
+            }
+            if let Some(delay) = backoff.round(result) {
+                drop(backoff);
+                let c = ctx.clone();
+                ctx.handle.call_later(delay, move |tx, _| {
+                    c.accept_round(tx, true);
+                    Ok(())
+                });
+            }
+        });
+    }
+
     fn add_connection(self: &Arc<Self>, mut stream: mio::net::TcpStream) {
         // Relaxed: tokens only need to be unique.
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
@@ -291,11 +459,15 @@ impl StmCtx {
         }
         // Nagle would hold back small responses behind the previous ones' ACKs.
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Mutex::new(Conn::new(stream)));
-        let ctx = self.clone();
+        let sc = Arc::new(StmConn {
+            conn: Mutex::new(Conn::new(stream)),
+            timer: Mutex::new(None),
+        });
+        let first_check = Instant::now() + self.timeouts.recheck();
+        let (conn, ctx) = (sc.clone(), self.clone());
         self.handle.set_handler(token, move |tx, state, _ready| {
             let now = micros_since(ctx.started);
-            let mut c = lock(&conn);
+            let mut c = lock(&conn.conn);
             // Input and the expensive, pure part: outside the shared state, kept in `c` across
             // attempts (an attempt that runs again finds the requests parsed and computed).
             c.fill();
@@ -309,10 +481,48 @@ impl StmCtx {
             tx.after_commit(move || ctx.complete(token, &conn, k, bodies));
             Ok(())
         });
+        self.arm(token, &sc, first_check);
     }
 
-    fn complete(&self, token: usize, conn: &Mutex<Conn>, k: usize, bodies: Vec<Vec<u8>>) {
-        let mut c = lock(conn);
+    /// Schedules the connection's timeout check at `at` (one timer per connection: a check
+    /// that finds the deadline moved schedules the next one).
+    fn arm(self: &Arc<Self>, token: usize, sc: &Arc<StmConn>, at: Instant) {
+        let mut timer = lock(&sc.timer);
+        let (ctx, sc2) = (self.clone(), sc.clone());
+        *timer = Some(self.handle.call_at(at, move |tx, _| {
+            let (ctx, sc) = (ctx.clone(), sc2.clone());
+            // Closing is I/O: after the commit.
+            tx.after_commit(move || ctx.check_timeout(token, &sc));
+            Ok(())
+        }));
+    }
+
+    /// Closes the connection if its deadline has passed, else checks again (see
+    /// [`Timeouts::recheck`]).
+    fn check_timeout(self: &Arc<Self>, token: usize, sc: &Arc<StmConn>) {
+        let now = Instant::now();
+        let mut c = lock(&sc.conn);
+        if !c.is_open() {
+            return;
+        }
+        match c.deadline(self.timeouts.limits()) {
+            Some(d) if d <= now => {
+                if let Some(mut s) = c.take_stream() {
+                    let _ = self.registry.deregister(&mut s);
+                }
+                drop(c);
+                self.handle.remove_handler(token);
+                tracing::debug!(token, "primes server: closed a connection that timed out");
+            }
+            d => {
+                drop(c);
+                self.arm(token, sc, self.timeouts.next_check(now, d));
+            }
+        }
+    }
+
+    fn complete(&self, token: usize, sc: &StmConn, k: usize, bodies: Vec<Vec<u8>>) {
+        let mut c = lock(&sc.conn);
         c.complete(k, bodies);
         if c.finished() {
             if let Some(mut s) = c.take_stream() {
@@ -320,6 +530,9 @@ impl StmCtx {
             }
             drop(c);
             self.handle.remove_handler(token);
+            if let Some(id) = lock(&sc.timer).take() {
+                self.handle.cancel_timer(id);
+            }
         }
     }
 }
@@ -328,6 +541,7 @@ fn start_stm(
     mut listener: mio::net::TcpListener,
     addr: SocketAddr,
     workers: usize,
+    timeouts: Timeouts,
 ) -> io::Result<RunningServer> {
     let source = MioSource::new()?;
     source
@@ -347,17 +561,13 @@ fn start_stm(
         handle: handle.clone(),
         started: Instant::now(),
         next_token: AtomicUsize::new(LISTENER + 1),
+        timeouts,
+        listener,
+        accepted: Mutex::new(Vec::new()),
+        backoff: Mutex::new(Backoff::default()),
     });
-    // Accepted sockets wait here until the accepting transaction commits.
-    let accepted: Arc<Mutex<Vec<mio::net::TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
     handle.set_handler(LISTENER, move |tx, _, _ready| {
-        accept_all(&listener, |s| lock(&accepted).push(s));
-        let (accepted, ctx) = (accepted.clone(), ctx.clone());
-        tx.after_commit(move || {
-            for s in lock(&accepted).drain(..) {
-                ctx.add_connection(s);
-            }
-        });
+        ctx.accept_round(tx, false);
         Ok(())
     });
     let thread = std::thread::Builder::new()
@@ -411,6 +621,7 @@ impl Recorder for PlainState {
 fn start_serial(
     mut listener: mio::net::TcpListener,
     addr: SocketAddr,
+    timeouts: Timeouts,
 ) -> io::Result<RunningServer> {
     let mut poll = mio::Poll::new()?;
     poll.registry()
@@ -428,7 +639,7 @@ fn start_serial(
     let thread = std::thread::Builder::new()
         .name("primes-serial-loop".into())
         .spawn(move || {
-            let r = serial_loop(&mut poll, &listener, &stop2);
+            let r = serial_loop(&mut poll, &listener, &stop2, timeouts);
             drop(waker2);
             r
         })?;
@@ -449,18 +660,84 @@ fn serial_loop(
     poll: &mut mio::Poll,
     listener: &mio::net::TcpListener,
     stop: &AtomicBool,
+    timeouts: Timeouts,
 ) -> io::Result<()> {
     let started = Instant::now();
+    let limits = timeouts.limits();
     let mut state = PlainState::default();
     let mut conns: std::collections::HashMap<usize, Conn> = std::collections::HashMap::new();
+    // When to look at each connection: one entry per open connection (closed ones' entries are
+    // dropped when they come due); a connection not closed gets its next entry then.
+    let mut deadlines: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+    let mut backoff = Backoff::default();
+    let mut accept_retry: Option<Instant> = None;
     let mut next_token = LISTENER + 1;
     let mut events = mio::Events::with_capacity(1024);
+    let mut accept = |poll: &mut mio::Poll,
+                      conns: &mut std::collections::HashMap<usize, Conn>,
+                      deadlines: &mut BinaryHeap<Reverse<(Instant, usize)>>|
+     -> Result<(), io::Error> {
+        accept_all(listener, |mut s| {
+            let token = next_token;
+            next_token += 1;
+            if poll
+                .registry()
+                .register(
+                    &mut s,
+                    Token(token),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_ok()
+            {
+                let _ = s.set_nodelay(true);
+                deadlines.push(Reverse((Instant::now() + timeouts.recheck(), token)));
+                conns.insert(token, Conn::new(s));
+            }
+        })
+    };
     loop {
         // Acquire: pairs with the Release store of the stopper.
         if stop.load(Ordering::Acquire) {
             return Ok(());
         }
-        match poll.poll(&mut events, None) {
+        let now = Instant::now();
+        // Timeouts: close the connections whose deadline has passed.
+        while let Some(&Reverse((due, token))) = deadlines.peek() {
+            if due > now {
+                break;
+            }
+            deadlines.pop();
+            let Some(c) = conns.get_mut(&token) else {
+                continue;
+            };
+            match c.deadline(limits) {
+                Some(d) if d <= now => {
+                    if let Some(mut s) = c.take_stream() {
+                        let _ = poll.registry().deregister(&mut s);
+                    }
+                    conns.remove(&token);
+                    tracing::debug!(token, "primes server: closed a connection that timed out");
+                }
+                d => deadlines.push(Reverse((timeouts.next_check(now, d), token))),
+            }
+        }
+        // A back-off retry of accept.
+        if accept_retry.is_some_and(|t| t <= now) {
+            accept_retry = None;
+            backoff.retrying();
+            let r = accept(poll, &mut conns, &mut deadlines);
+            if let Some(d) = backoff.round(r) {
+                accept_retry = Some(Instant::now() + d);
+            }
+        }
+        let wake_at = deadlines
+            .peek()
+            .map(|Reverse((t, _))| *t)
+            .into_iter()
+            .chain(accept_retry)
+            .min();
+        let timeout = wake_at.map(|t| t.saturating_duration_since(Instant::now()));
+        match poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -468,22 +745,12 @@ fn serial_loop(
         for e in events.iter() {
             match e.token().0 {
                 MioSource::WAKE_TOKEN => {}
-                LISTENER => accept_all(listener, |mut s| {
-                    let token = next_token;
-                    next_token += 1;
-                    if poll
-                        .registry()
-                        .register(
-                            &mut s,
-                            Token(token),
-                            Interest::READABLE | Interest::WRITABLE,
-                        )
-                        .is_ok()
-                    {
-                        let _ = s.set_nodelay(true);
-                        conns.insert(token, Conn::new(s));
+                LISTENER => {
+                    let r = accept(poll, &mut conns, &mut deadlines);
+                    if let Some(d) = backoff.round(r) {
+                        accept_retry = Some(Instant::now() + d);
                     }
-                }),
+                }
                 token => {
                     let Some(c) = conns.get_mut(&token) else {
                         continue;
@@ -503,5 +770,41 @@ fn serial_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emfile() -> io::Error {
+        io::Error::from_raw_os_error(24)
+    }
+
+    #[test]
+    fn accept_backoff_doubles_up_to_a_second_and_ends_on_success() {
+        let mut b = Backoff::default();
+        assert!(out_of_descriptors(&emfile()));
+        assert!(out_of_descriptors(&io::Error::from_raw_os_error(23)));
+        assert!(!out_of_descriptors(&io::Error::from(
+            io::ErrorKind::WouldBlock
+        )));
+        // The first failure schedules a retry after the minimum delay.
+        assert_eq!(b.round(Err(emfile())), Some(Backoff::MIN_DELAY));
+        // A failure while the retry is pending (the listener's own event) schedules nothing.
+        assert_eq!(b.round(Err(emfile())), None);
+        // Each retry that fails waits longer, up to the maximum.
+        let mut last = Backoff::MIN_DELAY * 2;
+        for _ in 0..20 {
+            b.retrying();
+            let d = b.round(Err(emfile())).expect("a retry is scheduled");
+            assert!(d >= last.min(Backoff::MAX_DELAY) && d <= Backoff::MAX_DELAY);
+            last = d;
+        }
+        assert_eq!(last, Backoff::MAX_DELAY);
+        // A round that drains the listener ends the episode: the next failure starts over.
+        b.retrying();
+        assert_eq!(b.round(Ok(())), None);
+        assert_eq!(b.round(Err(emfile())), Some(Backoff::MIN_DELAY));
     }
 }
