@@ -1,30 +1,42 @@
-//! [`EventLoop`]: the article's modified Tornado loop.
+//! [`EventLoop`]: the article's modified Tornado loop, without its batch barrier.
 //!
 //! ```text
-//! loop {
+//! loop {                                   (one turn)
 //!     move due timers to the callbacks
-//!     run all pending callbacks as one batch          (TransactionQueue::run)
-//!     poll the source (no wait if callbacks are pending, else until the next timer)
-//!     run the handlers of all ready tokens as one batch
+//!     hand pending callbacks and ready handlers to free workers
+//!     poll the source (no wait if callbacks are pending and a worker is free, else until the
+//!         next timer, an event, or a wake: a worker finishing wakes the poll)
+//!     hand the handlers of the tokens that became ready to free workers
 //! }
 //! ```
 //!
-//! Callbacks and handlers are transactions: they run in parallel, and the result is as if they
-//! had run one at a time. Each gets the loop's shared state (`&S`, for the attempt) beside the
+//! Callbacks and handlers are transactions: they run in parallel on the loop's workers, and the
+//! result is as if they had run one at a time. A slow handler occupies one worker; the loop goes
+//! on polling and the other workers go on serving. A token's handler never runs twice at once:
+//! a readiness that arrives while it runs is merged and delivered when it has finished. In
+//! ordered mode (a loop built on an ordered [`TransactionQueue`]) each turn instead runs its
+//! callbacks and then its handlers as one batch each, in order, and polls again only when the
+//! batch has committed: that is what the serial order costs.
+//!
+//! Each callback and handler gets the loop's shared state (`&S`, for the attempt) beside the
 //! transaction, so the `TVar`s and collections inside it are theirs to read and write. Their
 //! output goes through [`Tx::after_commit`] (or an inevitable transaction), so no I/O is ever
 //! rolled back; their input (bytes read from a socket) must be kept outside the transaction by
 //! the handler, so that an attempt that runs again does not read again (see `docs/guide.md`).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use stm_core::{Tx, TxResult};
+use stm_core::{Tx, TxResult, atomically};
 
 use crate::queue::{RunStats, TaskPanic, TransactionQueue};
 use crate::source::{EventSource, Readiness};
@@ -36,10 +48,18 @@ type Callback<S> =
 type Handler<S> =
     Box<dyn for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S, Readiness) -> TxResult<()> + Send + 'static>;
 
+/// Boxes a callback; a function, so that the closure's parameter types come from this bound.
+fn callback<S, F>(f: F) -> Callback<S>
+where
+    F: for<'t, 'e> FnMut(&mut Tx<'t, 'e>, &'t S) -> TxResult<()> + Send + 'static,
+{
+    Box::new(f)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a few container operations that cannot leave the data
-    // inconsistent; a handler that panicked while holding its own mutex is reported by the
-    // batch, and its state is the user's to judge.
+    // inconsistent (the jobs channel's receiver included); a handler that panicked while
+    // holding its own mutex is reported by the loop, and its state is the user's to judge.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -68,6 +88,19 @@ struct LoopInner<S> {
     stop: AtomicBool,
     next_timer: AtomicU64,
     wake: Box<dyn Fn() -> io::Result<()> + Send + Sync>,
+    /// Unordered mode: the loop's thread is in (or about to enter) the poll, so a worker that
+    /// finishes must wake it.
+    polling: AtomicBool,
+    /// Unordered mode: completions sent by the workers (compared with those the loop received).
+    finished: AtomicU64,
+}
+
+impl<S> LoopInner<S> {
+    fn wake(&self) {
+        if let Err(e) = (self.wake)() {
+            tracing::warn!(error = %e, "stm-loop: waking the event source failed");
+        }
+    }
 }
 
 /// A thread-safe handle to an [`EventLoop`]: add callbacks, timers and handlers, stop it.
@@ -106,7 +139,8 @@ impl<S> fmt::Debug for LoopHandle<S> {
 }
 
 impl<S> LoopHandle<S> {
-    /// Runs `f` as a transaction in the next callback batch.
+    /// Runs `f` as a transaction in the loop's next turn (on the next free worker; in ordered
+    /// mode, in the next callback batch).
     ///
     /// ```
     /// use stm_core::TVar;
@@ -132,8 +166,8 @@ impl<S> LoopHandle<S> {
         self.wake();
     }
 
-    /// Runs `f` in the first callback batch after `delay` has passed. The returned id cancels
-    /// it ([`cancel_timer`](Self::cancel_timer)) while it has not fired.
+    /// Runs `f` as a callback in the first turn after `delay` has passed. The returned id
+    /// cancels it ([`cancel_timer`](Self::cancel_timer)) while it has not fired.
     ///
     /// ```
     /// use stm_loop::{EventLoop, ScriptedSource};
@@ -158,7 +192,7 @@ impl<S> LoopHandle<S> {
         self.call_at(at, f)
     }
 
-    /// Runs `f` in the first callback batch at or after `at`.
+    /// Runs `f` as a callback in the first turn at or after `at`.
     pub fn call_at(
         &self,
         at: Instant,
@@ -180,7 +214,13 @@ impl<S> LoopHandle<S> {
     }
 
     /// Sets the handler for `token` (replacing any previous one). It runs as a transaction
-    /// whenever the source reports the token ready.
+    /// whenever the source reports the token ready, never twice at once: a readiness that
+    /// arrives while it runs is merged and delivered when it has finished.
+    ///
+    /// A readiness polled before the handler is set, while the callback or handler that sets
+    /// it is still running (it registered the socket, then sets the handler, in an after-commit
+    /// action), is kept and delivered; one for a token that has no handler once they have
+    /// finished is dropped.
     ///
     /// From inside a transaction (a callback accepting a connection, say), register it after
     /// the commit:
@@ -228,7 +268,8 @@ impl<S> LoopHandle<S> {
     }
 
     /// Asks the loop to stop: [`EventLoop::run`] returns after the current turn (a poll in
-    /// progress is woken).
+    /// progress is woken), once the callbacks and handlers it has started, and those of the
+    /// readiness it has already polled, have finished.
     ///
     /// ```
     /// use stm_loop::{EventLoop, ScriptedSource};
@@ -258,22 +299,218 @@ impl<S> LoopHandle<S> {
 
     /// Interrupts the source's poll.
     pub fn wake(&self) {
-        if let Err(e) = (self.inner.wake)() {
-            tracing::warn!(error = %e, "stm-loop: waking the event source failed");
+        self.inner.wake();
+    }
+}
+
+/// What one [`EventLoop::run_once`] turn did.
+///
+/// A turn of `run_once` starts the callbacks that are pending (timers that fired included),
+/// polls once, starts the handlers of the tokens that poll reported, and returns when every
+/// callback and handler it started has finished: `callbacks` and `handlers` count exactly
+/// those. (In ordered mode they are the turn's two batches.) The turns of [`EventLoop::run`]
+/// do not wait for their handlers, so a slow one never holds up the poll; [`EventLoop::turns`]
+/// counts both kinds.
+///
+/// In unordered mode `elapsed` is the callbacks' (or handlers') summed running time on the
+/// workers; in ordered mode the wall-clock time of the batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TurnStats {
+    /// The callbacks run (timers that fired included).
+    pub callbacks: RunStats,
+    /// Ready records returned by the poll.
+    pub events: usize,
+    /// The handler runs (one per ready token, its records merged).
+    pub handlers: RunStats,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unordered mode: the loop's workers
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum JobKind {
+    Callback,
+    Handler(usize),
+}
+
+/// A callback or handler run, handed to a worker.
+struct Job<S> {
+    kind: JobKind,
+    /// Dispatch order, so the loop knows which jobs were running when something happened.
+    seq: u64,
+    body: Callback<S>,
+}
+
+/// A worker's report of a finished job.
+struct Done {
+    kind: JobKind,
+    seq: u64,
+    aborts: u64,
+    /// `Some(message)` if the job panicked.
+    panic: Option<String>,
+    elapsed: Duration,
+}
+
+/// The worker threads of an unordered loop: started by its first job, stopped and joined when
+/// dropped (after the jobs they run have finished).
+struct Workers<S> {
+    jobs: Option<Sender<Job<S>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<S: Send + Sync + 'static> Workers<S> {
+    fn start(count: usize, state: &Arc<S>, done: &Sender<Done>, inner: &Arc<LoopInner<S>>) -> Self {
+        let (tx, rx) = mpsc::channel::<Job<S>>();
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = (0..count)
+            .map(|i| {
+                let (rx, state, done, inner) =
+                    (rx.clone(), state.clone(), done.clone(), inner.clone());
+                std::thread::Builder::new()
+                    .name(format!("stm-loop-worker-{i}"))
+                    .spawn(move || worker_main(&rx, &state, &done, &inner))
+                    .expect("stm-loop: cannot start a worker thread")
+            })
+            .collect();
+        Workers {
+            jobs: Some(tx),
+            threads,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.threads.len()
+    }
+
+    fn submit(&self, job: Job<S>) {
+        // The workers only stop when `jobs` is dropped, and never panic (jobs run under
+        // `catch_unwind`): the receiver is alive.
+        let sent = self.jobs.as_ref().map(|j| j.send(job));
+        assert!(
+            matches!(sent, Some(Ok(()))),
+            "stm-loop: the worker threads are gone"
+        );
+    }
+}
+
+impl<S> Drop for Workers<S> {
+    fn drop(&mut self) {
+        // Closing the channel ends every worker's `recv` once the queued jobs are done.
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            // A worker never panics (jobs run under catch_unwind); nothing to report.
+            let _ = t.join();
         }
     }
 }
 
-/// What one turn did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TurnStats {
-    /// The callback batch (timers that fired included).
-    pub callbacks: RunStats,
-    /// Ready records returned by the poll.
-    pub events: usize,
-    /// The handler batch.
-    pub handlers: RunStats,
+fn worker_main<S>(
+    jobs: &Mutex<Receiver<Job<S>>>,
+    state: &S,
+    done: &Sender<Done>,
+    inner: &LoopInner<S>,
+) {
+    loop {
+        // The idle workers queue on the mutex; the one holding it waits for the next job.
+        let Ok(Job {
+            kind,
+            seq,
+            mut body,
+        }) = lock(jobs).recv()
+        else {
+            return;
+        };
+        let start = Instant::now();
+        let mut attempts = 0u64;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            atomically(|tx| {
+                attempts += 1;
+                body(tx, state)
+            })
+        }));
+        let panic = outcome.err().map(|p| {
+            p.downcast_ref::<&'static str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(non-string payload)".to_owned())
+        });
+        drop(body);
+        let aborts = if panic.is_some() {
+            0
+        } else {
+            attempts.saturating_sub(1)
+        };
+        // SeqCst, with the loop's SeqCst store of `polling` and load of `finished`: either this
+        // load sees the loop polling (and the wake below, after the send, interrupts the poll),
+        // or the loop's load sees this count and does not wait in the poll. Counted before the
+        // send, so a loop that waits in `recv` (polling false) is never woken needlessly.
+        inner.finished.fetch_add(1, Ordering::SeqCst);
+        let polling = inner.polling.load(Ordering::SeqCst);
+        // The loop may be gone already (dropped while this job ran): nothing to report to.
+        let _ = done.send(Done {
+            kind,
+            seq,
+            aborts,
+            panic,
+            elapsed: start.elapsed(),
+        });
+        if polling {
+            inner.wake();
+        }
+    }
+}
+
+/// The loop thread's side of unordered mode.
+struct Sched<S> {
+    workers: Option<Workers<S>>,
+    done_tx: Sender<Done>,
+    done_rx: Receiver<Done>,
+    /// Callbacks taken by a turn, waiting for a worker.
+    callbacks: VecDeque<Callback<S>>,
+    /// Tokens with a readiness not yet delivered, in arrival order ...
+    pending: VecDeque<usize>,
+    /// ... and their merged records.
+    ready: HashMap<usize, Readiness>,
+    /// Tokens whose handler is running.
+    running: HashSet<usize>,
+    /// Readiness of tokens that had no handler when it was due, each with the dispatch count
+    /// then: kept until the jobs dispatched before it have finished, because one of them may
+    /// be about to set the handler (register a socket, then set its handler, in an after-commit
+    /// action: the loop may poll the socket's first event in between).
+    orphans: HashMap<usize, (Readiness, u64)>,
+    /// The dispatch order of the jobs in flight.
+    in_flight_seqs: BTreeSet<u64>,
+    next_seq: u64,
+    in_flight: usize,
+    callbacks_in_flight: usize,
+    /// Completions received (compared with `LoopInner::finished`).
+    received: u64,
+    /// Alternates callbacks and handlers when both wait, so neither starves the other.
+    handler_next: bool,
+}
+
+impl<S> Sched<S> {
+    fn new() -> Self {
+        let (done_tx, done_rx) = mpsc::channel();
+        Sched {
+            workers: None,
+            done_tx,
+            done_rx,
+            callbacks: VecDeque::new(),
+            pending: VecDeque::new(),
+            ready: HashMap::new(),
+            running: HashSet::new(),
+            orphans: HashMap::new(),
+            in_flight_seqs: BTreeSet::new(),
+            next_seq: 0,
+            in_flight: 0,
+            callbacks_in_flight: 0,
+            received: 0,
+            handler_next: false,
+        }
+    }
 }
 
 /// An event loop whose callbacks and handlers run as parallel transactions.
@@ -309,6 +546,7 @@ pub struct EventLoop<Src: EventSource, S: Send + Sync + 'static = ()> {
     inner: Arc<LoopInner<S>>,
     events: Vec<Readiness>,
     turns: u64,
+    sched: Sched<S>,
     /// Keeps the conflict log recording while this loop lives (`STM_LOG`).
     #[cfg(feature = "log")]
     _log: Option<Arc<stm_log::LogGuard>>,
@@ -335,8 +573,8 @@ impl<Src: EventSource> EventLoop<Src> {
         Self::with_queue(source, TransactionQueue::new())
     }
 
-    /// A loop over `source` with no state (`()`) and `workers` workers (the loop's thread is
-    /// one of them).
+    /// A loop over `source` with no state (`()`) and `workers` workers (see
+    /// [`workers`](EventLoop::workers)).
     pub fn with_workers(source: Src, workers: usize) -> Self {
         Self::with_queue(source, TransactionQueue::with_workers(workers))
     }
@@ -366,15 +604,29 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
         Self::with_queue(source, TransactionQueue::with_state(state))
     }
 
-    /// The number of workers (builder; the loop's thread is one of them), as
-    /// [`TransactionQueue::workers`].
+    /// The number of workers (builder; `0` is taken as `1`): at most this many callbacks and
+    /// handlers run at once. In unordered mode they are threads of their own, started by the
+    /// first callback or handler, and the loop's thread only polls and hands out work; in
+    /// ordered mode they are the queue's ([`TransactionQueue::workers`]: the loop's thread is
+    /// one of them).
     pub fn workers(mut self, workers: usize) -> Self {
         self.queue.set_workers(workers);
+        if self
+            .sched
+            .workers
+            .as_ref()
+            .is_some_and(|w| w.count() != self.queue.worker_count())
+        {
+            // Nothing runs between calls: the old workers are idle.
+            self.sched.workers = None;
+        }
         self
     }
 
-    /// A loop over `source` running its batches on `queue` (ordered or not); the loop's state
-    /// is the queue's ([`TransactionQueue::state`]).
+    /// A loop over `source` with the state, worker count and mode of `queue`
+    /// ([`TransactionQueue::state`], [`worker_count`](TransactionQueue::worker_count),
+    /// [`is_ordered`](TransactionQueue::is_ordered)). An ordered loop runs its batches on the
+    /// queue; an unordered one runs its callbacks and handlers on workers of its own.
     ///
     /// If the environment sets `STM_LOG`, the conflict log is recorded there (see
     /// `docs/guide.md`; feature `log`, on by default: without it `STM_LOG` is ignored).
@@ -389,6 +641,8 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
             stop: AtomicBool::new(false),
             next_timer: AtomicU64::new(0),
             wake: Box::new(move || Src::wake(&waker)),
+            polling: AtomicBool::new(false),
+            finished: AtomicU64::new(0),
         });
         EventLoop {
             source,
@@ -396,6 +650,7 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
             inner,
             events: Vec::new(),
             turns: 0,
+            sched: Sched::new(),
             #[cfg(feature = "log")]
             _log: log,
         }
@@ -418,7 +673,8 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
         &mut self.source
     }
 
-    /// The queue the batches run on.
+    /// The queue that gives the loop its state, worker count and mode (and, in ordered mode,
+    /// runs its batches).
     pub fn queue(&self) -> &TransactionQueue<S> {
         &self.queue
     }
@@ -513,11 +769,18 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
         self.handle().set_handler(token, h);
     }
 
-    /// Runs turns until [`LoopHandle::stop`] is called, then clears the stop request (so the
-    /// loop can be run again) and returns. An error of the source ends the loop with it.
+    /// Runs turns until [`LoopHandle::stop`] is called, then waits for the callbacks and
+    /// handlers already started (and runs those of the readiness already polled), clears the
+    /// stop request (so the loop can be run again) and returns. An error of the source ends the
+    /// loop with it (after the same wait).
     ///
-    /// A callback or handler that panics does not stop the loop: its batch finishes, the panic
-    /// is reported as a `tracing` error event, and the next turn starts.
+    /// In unordered mode (the default) the turns do not wait for their handlers: each ready
+    /// handler goes to a worker as soon as one is free, and the loop goes on polling, so one
+    /// slow handler delays nobody while another worker is idle. In ordered mode each turn runs
+    /// its callbacks, then its handlers, as one batch each (see [`run_once`](Self::run_once)).
+    ///
+    /// A callback or handler that panics does not stop the loop: the panic is reported as a
+    /// `tracing` error event and everything else goes on.
     ///
     /// ```
     /// use stm_loop::{EventLoop, ScriptedSource};
@@ -535,16 +798,33 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn run(&mut self) -> io::Result<()> {
+        let ordered = self.queue.is_ordered();
         // Acquire: pairs with the Release in `LoopHandle::stop`.
         while !self.inner.stop.load(Ordering::Acquire) {
-            self.run_once(None)?;
+            let turn = if ordered {
+                self.batch_turn(None)
+            } else {
+                self.turn(None, false)
+            };
+            if let Err(e) = turn {
+                self.drain(&mut TurnStats::default());
+                return Err(e);
+            }
         }
+        self.drain(&mut TurnStats::default());
         // Release: like `stop`'s store, pairs with the Acquire loads of the flag.
         self.inner.stop.store(false, Ordering::Release);
         Ok(())
     }
 
-    /// One turn. `max_wait` bounds the poll's wait (`None`: until an event, a timer or a wake).
+    /// One turn, and the wait for everything it started. `max_wait` bounds the poll's wait
+    /// (`None`: until an event, a timer or a wake).
+    ///
+    /// The turn starts the pending callbacks (timers that are due included) and waits for them,
+    /// polls once, starts the handlers of the tokens that poll reported and returns when they
+    /// have all finished: the batches of the article's loop, convenient for tests and for
+    /// driving the loop step by step. [`run`](Self::run) does not wait within its turns. In
+    /// ordered mode both batches run on the queue, in order.
     ///
     /// ```
     /// use stm_loop::{EventLoop, ScriptedSource};
@@ -557,6 +837,262 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn run_once(&mut self, max_wait: Option<Duration>) -> io::Result<TurnStats> {
+        if self.queue.is_ordered() {
+            self.batch_turn(max_wait)
+        } else {
+            let mut stats = self.turn(max_wait, true)?;
+            self.drain(&mut stats);
+            Ok(stats)
+        }
+    }
+
+    /// An unordered turn: hand out callbacks and handlers as workers are free, poll, hand out
+    /// the handlers of the tokens the poll reported. With `drain`, the callbacks finish before
+    /// the poll (as a batch would); the caller waits for the handlers.
+    fn turn(&mut self, max_wait: Option<Duration>, drain: bool) -> io::Result<TurnStats> {
+        self.turns += 1;
+        let span = tracing::debug_span!("turn", n = self.turns);
+        let _enter = span.enter();
+        let mut stats = TurnStats::default();
+
+        // 1. Due timers join the callbacks, which this turn takes; 2. hand out work.
+        self.fire_due_timers(Instant::now());
+        let taken = std::mem::take(&mut *lock(&self.inner.callbacks));
+        self.sched.callbacks.extend(taken);
+        self.collect(&mut stats);
+        self.dispatch();
+        if drain {
+            while self.sched.callbacks_in_flight > 0 || !self.sched.callbacks.is_empty() {
+                self.wait_one(&mut stats);
+                self.dispatch();
+            }
+        }
+
+        // 3. Poll: not at all if a stop was asked, or if callbacks are pending and a worker is
+        //    free; else until the next timer (or `max_wait`). A worker that finishes meanwhile
+        //    wakes the poll.
+        // Acquire: pairs with the Release in `LoopHandle::stop`.
+        let stopping = self.inner.stop.load(Ordering::Acquire);
+        let free = self.sched.in_flight < self.queue.worker_count();
+        let mut timeout = if stopping || (free && !lock(&self.inner.callbacks).is_empty()) {
+            Some(Duration::ZERO)
+        } else {
+            self.poll_timeout(max_wait)
+        };
+        // SeqCst: see `worker_main`.
+        self.inner.polling.store(true, Ordering::SeqCst);
+        if self.inner.finished.load(Ordering::SeqCst) != self.sched.received {
+            // A worker finished since the last look (its report may still be on the way): it
+            // may be free for waiting work.
+            timeout = Some(Duration::ZERO);
+        }
+        self.events.clear();
+        let polled = {
+            let _p =
+                tracing::trace_span!("poll", timeout_us = timeout.map(|t| t.as_micros() as u64))
+                    .entered();
+            self.source.poll(&mut self.events, timeout)
+        };
+        // Relaxed: only saves wake-ups; a stale `true` costs one.
+        self.inner.polling.store(false, Ordering::Relaxed);
+        polled?;
+        stats.events = self.events.len();
+
+        // 4. The ready tokens join the pending ones (flags merged per token); hand out work.
+        for r in &self.events {
+            match self.sched.ready.entry(r.token) {
+                Entry::Occupied(mut e) => e.get_mut().merge(r),
+                Entry::Vacant(e) => {
+                    e.insert(*r);
+                    self.sched.pending.push_back(r.token);
+                }
+            }
+        }
+        self.collect(&mut stats);
+        self.dispatch();
+        Ok(stats)
+    }
+
+    /// Hands out work until every worker is busy or nothing can start.
+    fn dispatch(&mut self) {
+        self.adopt_orphans();
+        let workers = self.queue.worker_count();
+        while self.sched.in_flight < workers {
+            let job = if self.sched.handler_next {
+                self.next_handler().or_else(|| self.next_callback())
+            } else {
+                self.next_callback().or_else(|| self.next_handler())
+            };
+            let Some(job) = job else { break };
+            self.sched.handler_next = matches!(job.kind, JobKind::Callback);
+            if self.sched.workers.is_none() {
+                self.sched.workers = Some(Workers::start(
+                    workers,
+                    self.queue.state(),
+                    &self.sched.done_tx,
+                    &self.inner,
+                ));
+            }
+            self.sched.in_flight += 1;
+            self.sched.in_flight_seqs.insert(job.seq);
+            if matches!(job.kind, JobKind::Callback) {
+                self.sched.callbacks_in_flight += 1;
+            }
+            if let Some(w) = &self.sched.workers {
+                w.submit(job);
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.sched.next_seq += 1;
+        self.sched.next_seq - 1
+    }
+
+    fn next_callback(&mut self) -> Option<Job<S>> {
+        let body = self.sched.callbacks.pop_front()?;
+        Some(Job {
+            kind: JobKind::Callback,
+            seq: self.next_seq(),
+            body,
+        })
+    }
+
+    /// Orphaned readiness whose token has a handler now becomes pending again; the rest is
+    /// dropped once every job that was running when it arrived has finished.
+    fn adopt_orphans(&mut self) {
+        if self.sched.orphans.is_empty() {
+            return;
+        }
+        let handlers = lock(&self.inner.handlers);
+        let sched = &mut self.sched;
+        let oldest = sched.in_flight_seqs.first().copied().unwrap_or(u64::MAX);
+        let (pending, ready) = (&mut sched.pending, &mut sched.ready);
+        sched.orphans.retain(|&token, (r, dispatched)| {
+            if handlers.contains_key(&token) {
+                match ready.entry(token) {
+                    Entry::Occupied(mut e) => e.get_mut().merge(r),
+                    Entry::Vacant(e) => {
+                        e.insert(*r);
+                        pending.push_back(token);
+                    }
+                }
+                false
+            } else if oldest >= *dispatched {
+                tracing::trace!(token, "stm-loop: event for a token with no handler");
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// The first pending token whose handler is not running (a token with no handler is
+    /// dropped on the way).
+    fn next_handler(&mut self) -> Option<Job<S>> {
+        let handlers = lock(&self.inner.handlers);
+        let sched = &mut self.sched;
+        while let Some(i) = sched
+            .pending
+            .iter()
+            .position(|t| !sched.running.contains(t))
+        {
+            let token = sched.pending.remove(i)?;
+            let r = sched.ready.remove(&token)?;
+            if let Some(h) = handlers.get(&token) {
+                let h = h.clone();
+                sched.running.insert(token);
+                sched.next_seq += 1;
+                return Some(Job {
+                    kind: JobKind::Handler(token),
+                    seq: sched.next_seq - 1,
+                    body: callback(move |tx, state| {
+                        let mut h = lock(&h);
+                        (*h)(tx, state, r)
+                    }),
+                });
+            }
+            if sched.in_flight_seqs.is_empty() {
+                tracing::trace!(token, "stm-loop: event for a token with no handler");
+            } else {
+                // A running job may be about to set the handler: see `Sched::orphans`.
+                let (o, dispatched) = sched.orphans.entry(token).or_insert((r, 0));
+                o.merge(&r);
+                *dispatched = sched.next_seq;
+            }
+        }
+        None
+    }
+
+    /// Takes the completions that arrived, without waiting.
+    fn collect(&mut self, stats: &mut TurnStats) {
+        while let Ok(d) = self.sched.done_rx.try_recv() {
+            self.complete(d, stats);
+        }
+    }
+
+    /// Waits for one completion (something must be in flight).
+    fn wait_one(&mut self, stats: &mut TurnStats) {
+        debug_assert!(self.sched.in_flight > 0);
+        // The loop holds a sender itself: `recv` cannot fail.
+        if let Ok(d) = self.sched.done_rx.recv() {
+            self.complete(d, stats);
+        }
+    }
+
+    /// Runs everything started or pending (callbacks taken, tokens polled) to its end.
+    fn drain(&mut self, stats: &mut TurnStats) {
+        self.dispatch();
+        while self.sched.in_flight > 0 {
+            self.wait_one(stats);
+            self.dispatch();
+        }
+    }
+
+    fn complete(&mut self, d: Done, stats: &mut TurnStats) {
+        self.sched.received += 1;
+        self.sched.in_flight -= 1;
+        self.sched.in_flight_seqs.remove(&d.seq);
+        let (what, s) = match d.kind {
+            JobKind::Callback => {
+                self.sched.callbacks_in_flight -= 1;
+                ("callback", &mut stats.callbacks)
+            }
+            JobKind::Handler(token) => {
+                self.sched.running.remove(&token);
+                ("handler", &mut stats.handlers)
+            }
+        };
+        s.tasks += 1;
+        s.elapsed += d.elapsed;
+        match d.panic {
+            None => {
+                s.commits += 1;
+                s.aborts += d.aborts;
+            }
+            Some(message) => {
+                s.panics += 1;
+                tracing::error!(
+                    kind = ?d.kind,
+                    message,
+                    "stm-loop: a {what} panicked; the loop goes on"
+                );
+            }
+        }
+    }
+
+    /// Until the next timer, bounded by `max_wait`.
+    fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
+        let next = self.next_deadline();
+        let until_timer = next.map(|at| at.saturating_duration_since(Instant::now()));
+        match (until_timer, max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// An ordered turn: the callbacks as one batch, the poll, the handlers as one batch.
+    fn batch_turn(&mut self, max_wait: Option<Duration>) -> io::Result<TurnStats> {
         self.turns += 1;
         let span = tracing::debug_span!("turn", n = self.turns);
         let _enter = span.enter();
@@ -582,12 +1118,7 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
         let timeout = if stopping || !lock(&self.inner.callbacks).is_empty() {
             Some(Duration::ZERO)
         } else {
-            let next = self.next_deadline();
-            let until_timer = next.map(|at| at.saturating_duration_since(Instant::now()));
-            match (until_timer, max_wait) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            self.poll_timeout(max_wait)
         };
         self.events.clear();
         {

@@ -3,9 +3,10 @@
 //!
 //! An event loop gives its callbacks a precious guarantee: they run one at a time, so they need
 //! no locks. This crate keeps that guarantee while running them in parallel: each callback and
-//! handler is a transaction ([`stm_core::atomically`]), the ready ones of a turn run as one batch
-//! on a [`TransactionQueue`], and the STM makes the outcome equal to *some* one-at-a-time order
-//! (or exactly the add order, in ordered mode).
+//! handler is a transaction ([`stm_core::atomically`]) run on one of the loop's workers as soon
+//! as one is free (or, in ordered mode, the ready ones of a turn as one batch on a
+//! [`TransactionQueue`]), and the STM makes the outcome equal to *some* one-at-a-time order (or
+//! exactly the add order, in ordered mode).
 //!
 //! Tasks, callbacks and handlers get the queue's (or loop's) shared state beside the
 //! transaction, as a web framework hands its handlers the application state:
@@ -41,8 +42,9 @@
 //!   `PollingSource` (feature `polling`) and [`ScriptedSource`] (deterministic tests). The
 //!   readiness contracts (edge-triggered vs one-shot) and how tokio code submits batches are in
 //!   the [`EventSource`] docs.
-//! - `event_loop`: [`EventLoop`] (shared state, callbacks, timers, handlers per token, one
-//!   batch each per turn) and its thread-safe [`LoopHandle`].
+//! - `event_loop`: [`EventLoop`] (shared state, callbacks, timers, handlers per token, handed
+//!   to free workers while the loop keeps polling; one batch each per turn in ordered mode) and
+//!   its thread-safe [`LoopHandle`].
 //!
 //! The guide to writing handlers, porting a loop and removing conflicts is `docs/guide.md`. Its
 //! worked example, the article's primes server (an HTTP/1.1 server on [`EventLoop`] and

@@ -77,9 +77,11 @@ fn timers_fire_in_deadline_order_and_bound_the_poll() {
     let mut ev = EventLoop::with_workers(source, 1);
     let order = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
+    // Deadlines fixed from `start` (not `call_later`'s "now"), so a slow machine cannot
+    // reorder them between the calls.
     for (name, delay_ms) in [("a", 40u64), ("b", 10), ("c", 25)] {
         let order = order.clone();
-        ev.call_later(Duration::from_millis(delay_ms), move |tx, _| {
+        ev.call_at(start + Duration::from_millis(delay_ms), move |tx, _| {
             let order = order.clone();
             tx.after_commit(move || order.lock().unwrap().push((name, start.elapsed())));
             Ok(())
@@ -218,8 +220,11 @@ fn stop_from_another_thread_and_from_a_callback() {
         tx.after_commit(move || h.stop());
         Ok(())
     });
+    // Returns once the callback's commit has asked for the stop (a turn or two: the turns of
+    // `run` do not wait for the callback, so a stale wake may end the first one before it ran).
     ev.run().unwrap();
-    assert_eq!(ev.turns(), turns_before + 1);
+    assert!(ev.turns() > turns_before);
+    assert!(!ev.handle().is_stopping());
 }
 
 #[test]
