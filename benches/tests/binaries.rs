@@ -29,6 +29,8 @@ fn primes_bench_runs_each_mode_and_reads_its_conflict_log() {
             "4",
             "-n",
             "100",
+            "--long-n",
+            "20000",
             "--json",
         ],
     );
@@ -47,7 +49,25 @@ fn primes_bench_runs_each_mode_and_reads_its_conflict_log() {
         v["conflicts"].is_object(),
         "the STM runs' log report is attached"
     );
+    // Short requests beside one long one: on the 2-worker server, the same short load idle and
+    // beside the long request (request-count mode: 40 each).
+    let b = &v["beside_long"];
+    assert_eq!(b["workers"], 2, "{b}");
+    assert_eq!(b["long_path"], "/20000", "{b}");
+    for half in ["idle", "beside"] {
+        assert_eq!(b[half]["ok"], 40, "{half}: {b}");
+        assert_eq!(
+            b[half]["errors"].as_object().map(|e| e.len()),
+            Some(0),
+            "{b}"
+        );
+    }
+    assert!(b["p99_ratio"].is_number(), "{b}");
 
+    // The table with its legend; no "beside" measurement without 2 workers; the log kept.
+    let kept =
+        std::env::temp_dir().join(format!("primes-bench-kept-{}.stmlog", std::process::id()));
+    let kept_arg = kept.to_string_lossy().into_owned();
     let (ok, out, err) = run(
         env!("CARGO_BIN_EXE_primes-bench"),
         &[
@@ -61,11 +81,26 @@ fn primes_bench_runs_each_mode_and_reads_its_conflict_log() {
             "2",
             "--top",
             "3",
+            "--keep-log",
+            &kept_arg,
         ],
     );
     assert!(ok, "{err}");
     assert!(out.contains("STM, 1 worker"), "{out}");
+    assert!(out.contains("client CPU: "), "the legend: {out}");
+    assert!(!out.contains("short requests beside one long one"), "{out}");
     assert!(out.contains("Conflict log of the STM runs"), "{out}");
+    assert!(
+        out.contains(&format!("timeline {kept_arg} -o timeline.svg")),
+        "{out}"
+    );
+    let report = stm_log::report::Report::from_path(&kept).expect("the kept log reads");
+    assert!(
+        report.complete && report.commits > 0,
+        "{} commits",
+        report.commits
+    );
+    let _ = std::fs::remove_file(&kept);
 }
 
 #[test]
@@ -76,6 +111,8 @@ fn primes_bench_rejects_bad_flags() {
         &["--connections", "0", "--requests", "1"],
         &["--requests", "0"],
         &["--duration", "soon"],
+        &["--no-log", "--keep-log", "x.stmlog", "--requests", "1"],
+        &["--long-n", "1000001", "--requests", "1"],
     ] {
         let (ok, _, err) = run(env!("CARGO_BIN_EXE_primes-bench"), args);
         assert!(!ok, "{args:?} should fail");

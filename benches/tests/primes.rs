@@ -344,6 +344,83 @@ fn many_concurrent_keep_alive_clients() {
     }
 }
 
+/// One slow request does not hold up the others (issue 15): with 2 workers, while a long
+/// `/100000` (seconds in a debug build) runs on one worker, short `/10` requests on another
+/// connection keep their idle latency. The batching loop of before polled again only when the
+/// whole batch had committed, so the first short request waited for the long one to finish.
+///
+/// The bound is generous (10x the idle median, at least 500 ms: scheduling noise on a loaded
+/// 2-core machine stays far below it), and the test checks that the long request is still in
+/// flight when the short ones are done, without which it would prove nothing.
+#[test]
+fn short_requests_do_not_wait_for_a_long_one() {
+    const LONG: u32 = 100_000;
+    const SHORT: usize = 20;
+    let srv = server(ServerMode::Stm { workers: 2 });
+    let addr = srv.local_addr();
+    let mut short = connect(addr);
+    let mut long = connect(addr);
+    let mut buf = Vec::new();
+
+    // The short request's latency on the idle server (the first one also warms up).
+    let timed_short = |s: &mut TcpStream, buf: &mut Vec<u8>| {
+        let t0 = Instant::now();
+        let r = get(s, buf, "/10");
+        let took = t0.elapsed();
+        assert_eq!(primes_of(&r), vec![2, 3, 5, 7]);
+        took
+    };
+    timed_short(&mut short, &mut buf);
+    let mut idle: Vec<Duration> = (0..SHORT)
+        .map(|_| timed_short(&mut short, &mut buf))
+        .collect();
+    idle.sort();
+    let idle_median = idle[SHORT / 2];
+    let bound = (idle_median * 10).max(Duration::from_millis(500));
+
+    // The long request, then the short ones while it runs.
+    let long_sent = Instant::now();
+    write!(long, "GET /{LONG} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let beside: Vec<Duration> = (0..SHORT)
+        .map(|_| timed_short(&mut short, &mut buf))
+        .collect();
+    let shorts_done = long_sent.elapsed();
+
+    // The long request must still be running, or the short ones were not beside it.
+    long.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 1];
+    let long_in_flight = matches!(
+        long.peek(&mut b),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    );
+    long.set_nonblocking(false).unwrap();
+
+    let worst = beside.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst <= bound,
+        "a /10 beside /{LONG} took {worst:?}, over {bound:?} (idle median {idle_median:?}; \
+         beside: {beside:?}): the short requests waited for the long one"
+    );
+    assert!(
+        long_in_flight,
+        "/{LONG} was answered within {shorts_done:?}, before the short requests were done: \
+         make it longer"
+    );
+    // A debug build on a loaded machine takes a while.
+    long.set_read_timeout(Some(Duration::from_secs(300)))
+        .unwrap();
+    let mut lbuf = Vec::new();
+    let r = read_response(&mut long, &mut lbuf);
+    let long_took = long_sent.elapsed();
+    assert_eq!(primes_of(&r).len(), 9592, "the primes below 100,000");
+    eprintln!(
+        "/10 idle median {idle_median:?}, beside /{LONG} worst {worst:?} (bound {bound:?}); \
+         /{LONG} took {long_took:?}, the short requests were done after {shorts_done:?}"
+    );
+    srv.stop().unwrap();
+}
+
 #[test]
 fn stop_closes_connections_and_frees_the_port() {
     for mode in MODES {
