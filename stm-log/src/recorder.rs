@@ -583,14 +583,7 @@ impl Recorder {
                 conflict,
                 lost,
             } => {
-                let reason = match cause {
-                    AbortCause::Conflict(k) => AbortReason::Conflict(k),
-                    AbortCause::Retry => AbortReason::Retry,
-                    AbortCause::Cancel => AbortReason::Cancel,
-                    AbortCause::Panic => AbortReason::Panic,
-                    // A cause added to stm-core later: the format has no code for it yet.
-                    _ => return None,
-                };
+                let reason = abort_reason(cause)?;
                 let conflict = match (reason, conflict) {
                     (AbortReason::Conflict(_), Some(c)) => Some(sides(&c)),
                     _ => None,
@@ -605,13 +598,7 @@ impl Recorder {
             }
             EventKind::UntimedCommit { read_only } => Record::UntimedCommit { thread, read_only },
             EventKind::UntimedAbort { cause, conflict } => {
-                let reason = match cause {
-                    AbortCause::Conflict(k) => AbortReason::Conflict(k),
-                    AbortCause::Retry => AbortReason::Retry,
-                    AbortCause::Cancel => AbortReason::Cancel,
-                    AbortCause::Panic => AbortReason::Panic,
-                    _ => return None,
-                };
+                let reason = abort_reason(cause)?;
                 let conflict = match (reason, conflict) {
                     (AbortReason::Conflict(_), Some(c)) => Some(sides(&c)),
                     _ => None,
@@ -879,6 +866,18 @@ pub fn init_from_env() -> io::Result<Option<LogGuard>> {
         Some(p) if !p.is_empty() => LogGuard::create(PathBuf::from(p)).map(Some),
         _ => Ok(None),
     }
+}
+
+/// The format's code for an abort's cause; `None` for a cause added to stm-core later, which the
+/// format has no code for yet (the event is not recorded).
+fn abort_reason(cause: AbortCause) -> Option<AbortReason> {
+    Some(match cause {
+        AbortCause::Conflict(k) => AbortReason::Conflict(k),
+        AbortCause::Retry => AbortReason::Retry,
+        AbortCause::Cancel => AbortReason::Cancel,
+        AbortCause::Panic => AbortReason::Panic,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
