@@ -426,11 +426,7 @@ where
                 Ok(Some(&next[i].1))
             }
             (Some(i), None) => {
-                let mut next = Vec::with_capacity(cur.len() - 1);
-                next.extend(cur[..i].iter().cloned());
-                next.extend(cur[i + 1..].iter().cloned());
-                tx.write_box(cell, next)?;
-                self.inner.count.add(tx, -1)?;
+                self.remove_at(tx, cell, cur, i)?;
                 Ok(None)
             }
         }
@@ -457,13 +453,26 @@ where
         let Some(i) = cur.iter().position(|(k, _)| k.borrow() == key) else {
             return Ok(None);
         };
+        let old = cur[i].1.clone();
+        self.remove_at(tx, cell, cur, i)?;
+        Ok(Some(old))
+    }
+
+    /// Removes entry `i` of bucket `cell`, whose entries are `cur`: writes the bucket and takes
+    /// 1 from the calling thread's count shard.
+    #[track_caller]
+    fn remove_at<'t>(
+        &'t self,
+        tx: &Tx<'t, '_>,
+        cell: &'t TBox<Bucket<K, V>>,
+        cur: &[(K, V)],
+        i: usize,
+    ) -> TxResult<()> {
         let mut next = Vec::with_capacity(cur.len() - 1);
         next.extend(cur[..i].iter().cloned());
         next.extend(cur[i + 1..].iter().cloned());
-        let old = cur[i].1.clone();
         tx.write_box(cell, next)?;
-        self.inner.count.add(tx, -1)?;
-        Ok(Some(old))
+        self.inner.count.add(tx, -1)
     }
 
     /// The number of entries. Reads every count shard: conflicts with concurrent inserts and
