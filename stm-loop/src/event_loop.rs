@@ -436,7 +436,15 @@ fn worker_main<S>(
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "(non-string payload)".to_owned())
         });
-        drop(body);
+        // The last clone of a handler that `set_handler` replaced meanwhile may be dropped here,
+        // running user `Drop` code: a panic there must not end the worker, whose `Done` the
+        // loop waits for.
+        let dropped = catch_unwind(AssertUnwindSafe(move || drop(body)));
+        let panic = panic.or_else(|| {
+            dropped
+                .err()
+                .map(|_| "a handler's Drop panicked".to_owned())
+        });
         let aborts = if panic.is_some() {
             0
         } else {

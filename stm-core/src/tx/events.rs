@@ -66,6 +66,8 @@ impl State {
             let (mut other, mut thread) = (None, other_thread);
             if let Some(i) = orec_index {
                 let side = self.rt.side();
+                // Relaxed, both loads: diagnostics only; the location is 'static and immutable,
+                // so nothing is published through them (see `note_writer`).
                 let p = side.loc[i].load(std::sync::atomic::Ordering::Relaxed);
                 // SAFETY: side entries are null or come from `Location::caller()`, 'static.
                 other = unsafe { p.as_ref() };

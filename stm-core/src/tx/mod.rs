@@ -526,7 +526,7 @@ impl State {
 
     /// Starts an attempt: a fresh snapshot. Every set is empty (see `end`).
     #[inline(always)]
-    fn begin(&mut self) {
+    fn begin(&mut self, inevitable_from_start: bool) {
         if !(self.reads.is_empty()
             && self.writes.is_empty()
             && self.held.is_empty()
@@ -550,7 +550,10 @@ impl State {
                 // A sink was installed since this thread's last attempt.
                 self.time_all = inst.timing.after_conflict;
             }
-            self.start = self.timed(inst.timing.sample).then(Timestamp::now);
+            // An inevitable run is always timed (`hook::Timing`): it holds the token, which the
+            // log accounts for.
+            self.start =
+                (inevitable_from_start || self.timed(inst.timing.sample)).then(Timestamp::now);
             self.conflict = None;
         }
         self.sink = sink;

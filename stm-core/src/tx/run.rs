@@ -55,7 +55,7 @@ where
             let from_start = force_inevitable || ctx.aborts.get() >= rt.abort_limit;
             {
                 let s = tx.st();
-                s.begin();
+                s.begin(from_start);
                 if let Some(t) = s.start.filter(|_| s.sink.is_some()) {
                     s.emit_at(
                         t,
