@@ -491,7 +491,6 @@ struct Sched<S> {
     /// The dispatch order of the jobs in flight.
     in_flight_seqs: BTreeSet<u64>,
     next_seq: u64,
-    in_flight: usize,
     callbacks_in_flight: usize,
     /// Completions received (compared with `LoopInner::finished`).
     received: u64,
@@ -513,7 +512,6 @@ impl<S> Sched<S> {
             orphans: HashMap::new(),
             in_flight_seqs: BTreeSet::new(),
             next_seq: 0,
-            in_flight: 0,
             callbacks_in_flight: 0,
             received: 0,
             handler_next: false,
@@ -881,7 +879,7 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
         //    wakes the poll.
         // Acquire: pairs with the Release in `LoopHandle::stop`.
         let stopping = self.inner.stop.load(Ordering::Acquire);
-        let free = self.sched.in_flight < self.queue.worker_count();
+        let free = self.sched.in_flight_seqs.len() < self.queue.worker_count();
         let mut timeout = if stopping || (free && !lock(&self.inner.callbacks).is_empty()) {
             Some(Duration::ZERO)
         } else {
@@ -925,7 +923,7 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
     fn dispatch(&mut self) {
         self.adopt_orphans();
         let workers = self.queue.worker_count();
-        while self.sched.in_flight < workers {
+        while self.sched.in_flight_seqs.len() < workers {
             let job = if self.sched.handler_next {
                 self.next_handler().or_else(|| self.next_callback())
             } else {
@@ -941,7 +939,6 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
                     &self.inner,
                 ));
             }
-            self.sched.in_flight += 1;
             self.sched.in_flight_seqs.insert(job.seq);
             if matches!(job.kind, JobKind::Callback) {
                 self.sched.callbacks_in_flight += 1;
@@ -1041,7 +1038,7 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
 
     /// Waits for one completion (something must be in flight).
     fn wait_one(&mut self, stats: &mut TurnStats) {
-        debug_assert!(self.sched.in_flight > 0);
+        debug_assert!(!self.sched.in_flight_seqs.is_empty());
         // The loop holds a sender itself: `recv` cannot fail.
         if let Ok(d) = self.sched.done_rx.recv() {
             self.complete(d, stats);
@@ -1051,7 +1048,7 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
     /// Runs everything started or pending (callbacks taken, tokens polled) to its end.
     fn drain(&mut self, stats: &mut TurnStats) {
         self.dispatch();
-        while self.sched.in_flight > 0 {
+        while !self.sched.in_flight_seqs.is_empty() {
             self.wait_one(stats);
             self.dispatch();
         }
@@ -1059,7 +1056,6 @@ impl<Src: EventSource, S: Send + Sync + 'static> EventLoop<Src, S> {
 
     fn complete(&mut self, d: Done, stats: &mut TurnStats) {
         self.sched.received += 1;
-        self.sched.in_flight -= 1;
         self.sched.in_flight_seqs.remove(&d.seq);
         let (what, s) = match d.kind {
             JobKind::Callback => {

@@ -310,6 +310,46 @@ fn a_panicking_handler_frees_its_worker_and_its_token() {
 }
 
 #[test]
+fn a_replaced_handler_whose_drop_panics_frees_its_worker() {
+    /// Panics when dropped: the handler's last clone is dropped by the worker that ran it.
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("a handler's capture panics in Drop");
+        }
+    }
+    let source = ScriptedSource::new();
+    let script = source.handle();
+    let app = Arc::new(App::default());
+    let ev = EventLoop::with_state(source, app.clone()).workers(1);
+    let h = ev.handle();
+    let (events_tx, events) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let started = events_tx.clone();
+    let guard = PanicOnDrop;
+    ev.set_handler(1, move |_, _, _| {
+        let _keep = &guard;
+        let _ = started.send("old started");
+        let _ = release_rx.lock().unwrap().recv_timeout(BOUND);
+        Ok(())
+    });
+    set_fast_handler(&ev, &events_tx);
+    let looping = spawn_run(ev);
+    script.push(vec![ready(1)]);
+    expect(&events, "old started");
+    // Replaced while it runs: the running job now holds the old handler's last clone.
+    h.set_handler(1, |_, _, _| Ok(()));
+    release.send(()).unwrap();
+    // The only worker survives the panicking Drop and serves the next token.
+    script.push(vec![ready(2)]);
+    expect(&events, "fast done");
+    h.stop();
+    looping.join().unwrap();
+    assert_eq!(app.fast.load(), 1);
+}
+
+#[test]
 fn a_handler_set_after_its_first_readiness_was_polled_still_gets_it() {
     // The pattern of an accept handler: in an after-commit action, register the new socket with
     // the source, then set its handler. The loop keeps polling meanwhile, so the socket's first
