@@ -462,3 +462,31 @@ fn blocking_and_async_waiters_on_one_word() {
     let v = rt.block_on(async { tokio::time::timeout(LIMIT, task).await });
     assert_eq!(v.expect("the task was never woken").unwrap(), 8);
 }
+
+/// A retry after a large read set that reads some words twice: one registration per distinct
+/// lock, woken by a write to any word read, and nothing left behind afterwards.
+#[test]
+fn large_read_set_with_repeats() {
+    let vars: Vec<TVar<u64>> = (0..500).map(|_| TVar::new(0)).collect();
+    let waker = Arc::new(CountingWaker::default());
+    let w = Waker::from(waker.clone());
+    let f = atomically_async(|tx| {
+        let mut sum = 0;
+        for v in vars.iter().chain(vars.iter().step_by(7)) {
+            sum += tx.read(v)?;
+        }
+        if sum == 0 { tx.retry() } else { Ok(sum) }
+    });
+    let mut f = pin!(f);
+    assert!(f.as_mut().poll(&mut Context::from_waker(&w)).is_pending());
+    // At most one clone per distinct lock-table entry (500 words, some sharing an entry).
+    let clones = Arc::strong_count(&waker) - 2;
+    assert!((1..=500).contains(&clones), "{clones} clones");
+    atomically(|tx| tx.write(&vars[498], 3)); // read once (498 % 7 != 0)
+    assert_eq!(waker.woken.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        f.as_mut().poll(&mut Context::from_waker(&w)),
+        Poll::Ready(3)
+    );
+    assert_eq!(Arc::strong_count(&waker), 2, "no waker kept");
+}

@@ -7,7 +7,8 @@
 //! retries, its read set (orec, version) is copied into the future, and the future waits:
 //!
 //! 1. **Register**: under the runtime's waker-table mutex, a clone of the task's `Waker` is filed
-//!    under every orec of the read set, with the future's registration id.
+//!    under every orec of the read set, with the future's registration id. (The clones are made,
+//!    and dropped, outside the mutex: they run the executor's code.)
 //! 2. **Check**: for each orec, `fetch_or(WAITERS, SeqCst)`. If one is locked or holds another
 //!    version, a commit has already changed (or is changing) a word read: unregister and run the
 //!    body again now. Otherwise return `Pending`.
@@ -58,22 +59,19 @@ impl Runtime {
         self.wakers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Step 1 and 2 of the protocol (module doc): `Some(id)` if the future may sleep, `None` if
-    /// a word read has changed already (nothing stays registered then).
-    fn register(&'static self, waker: &Waker, wait: &WaitList) -> Option<u64> {
+    /// Step 1 and 2 of the protocol (module doc), for the orecs `keys` (those of `wait`,
+    /// sorted, without repeats): `Some(id)` if the future may sleep, `None` if a word read has
+    /// changed already (nothing stays registered then).
+    fn register(&self, waker: &Waker, keys: &[usize], wait: &WaitList) -> Option<u64> {
+        // Cloned before the mutex is taken: a waker's `clone` (and `drop`, see `unregister`) is
+        // the executor's code, which must not run while the table is locked.
+        let mut clones: Vec<Waker> = keys.iter().map(|_| waker.clone()).collect();
         let id = {
             let mut t = self.waker_table();
             t.next_id += 1;
             let id = t.next_id;
-            for (i, &(orec, _)) in wait.iter().enumerate() {
-                // One entry per distinct orec (a read set may hold an orec twice).
-                if wait[..i].iter().any(|&(o, _)| core::ptr::eq(o, orec)) {
-                    continue;
-                }
-                t.by_orec
-                    .entry(key(orec))
-                    .or_default()
-                    .push((id, waker.clone()));
+            for (&k, w) in keys.iter().zip(clones.drain(..)) {
+                t.by_orec.entry(k).or_default().push((id, w));
             }
             id
         };
@@ -86,7 +84,7 @@ impl Runtime {
             o & LOCKED != 0 || o & !FLAGS != version
         });
         if changed {
-            self.unregister(id, wait);
+            self.unregister(id, keys);
             None
         } else {
             Some(id)
@@ -94,16 +92,21 @@ impl Runtime {
     }
 
     /// Removes what `register` filed under `id` (what a committer has not taken already).
-    fn unregister(&self, id: u64, wait: &WaitList) {
-        let mut t = self.waker_table();
-        for &(orec, _) in wait {
-            if let Some(v) = t.by_orec.get_mut(&key(orec)) {
-                v.retain(|&(i, _)| i != id);
-                if v.is_empty() {
-                    t.by_orec.remove(&key(orec));
+    fn unregister(&self, id: u64, keys: &[usize]) {
+        let mut removed = Vec::new();
+        {
+            let mut t = self.waker_table();
+            for k in keys {
+                if let Some(v) = t.by_orec.get_mut(k) {
+                    removed.extend(v.extract_if(.., |e| e.0 == id));
+                    if v.is_empty() {
+                        t.by_orec.remove(k);
+                    }
                 }
             }
         }
+        // The wakers are dropped here, after the mutex.
+        drop(removed);
     }
 
     /// Called by a committer that released `orec` with `WAITERS` set: moves the wakers filed
@@ -147,6 +150,8 @@ pub struct TxFuture<F, R, E> {
     body: F,
     /// The read set of the last attempt, which retried (empty when not waiting).
     wait: WaitList,
+    /// The distinct orecs of `wait` (their addresses, sorted).
+    keys: Vec<usize>,
     /// The waker registration, while waiting.
     registered: Option<u64>,
     _out: PhantomData<fn() -> Result<R, E>>,
@@ -167,7 +172,7 @@ impl<F, R, E> Unpin for TxFuture<F, R, E> {}
 impl<F, R, E> TxFuture<F, R, E> {
     fn unregister(&mut self) {
         if let Some(id) = self.registered.take() {
-            runtime().unregister(id, &self.wait);
+            runtime().unregister(id, &self.keys);
         }
     }
 }
@@ -184,7 +189,7 @@ where
         if this.registered.is_some() {
             // Woken (or polled for another reason): wait on, unless a word read changed.
             this.unregister();
-            if let Some(id) = rt.register(cx.waker(), &this.wait) {
+            if let Some(id) = rt.register(cx.waker(), &this.keys, &this.wait) {
                 this.registered = Some(id);
                 return Poll::Pending;
             }
@@ -194,10 +199,15 @@ where
             match execute(&mut this.body, Mode::Normal, Some(&mut this.wait)) {
                 Some(r) => {
                     this.wait = Vec::new();
+                    this.keys = Vec::new();
                     return Poll::Ready(r);
                 }
                 None => {
-                    if let Some(id) = rt.register(cx.waker(), &this.wait) {
+                    this.keys.clear();
+                    this.keys.extend(this.wait.iter().map(|&(o, _)| key(o)));
+                    this.keys.sort_unstable();
+                    this.keys.dedup();
+                    if let Some(id) = rt.register(cx.waker(), &this.keys, &this.wait) {
                         this.registered = Some(id);
                         return Poll::Pending;
                     }
@@ -246,6 +256,7 @@ where
     TxFuture {
         body: f,
         wait: Vec::new(),
+        keys: Vec::new(),
         registered: None,
         _out: PhantomData,
     }
