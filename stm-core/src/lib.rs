@@ -83,4 +83,6 @@ pub use stats::{Stats, stats};
 pub use tvar::TBox;
 pub use tvar::TVar;
 pub use tx::{Tx, atomically, inevitably, thread_id, try_atomically};
+#[cfg(feature = "async")]
+pub use tx::{TxFuture, atomically_async, try_atomically_async};
 pub use word::Word;

@@ -188,6 +188,9 @@ pub(crate) struct Runtime {
     pub(crate) commits: Event,
     side: OnceLock<SideTable>,
     pub(crate) abort_limit: u32,
+    /// Futures waiting in `retry` (feature `async`), by orec: see `tx/future.rs`.
+    #[cfg(feature = "async")]
+    pub(crate) wakers: crate::sync::Mutex<crate::tx::WakerTable>,
     /// Under loom only: signalled after every orec change, so lock waiters can block.
     #[cfg(loom)]
     changed: Event,
@@ -211,6 +214,8 @@ impl Runtime {
             commits: Event::new(),
             side: OnceLock::new(),
             abort_limit: config.abort_limit,
+            #[cfg(feature = "async")]
+            wakers: crate::sync::Mutex::new(Default::default()),
             #[cfg(loom)]
             changed: Event::new(),
         }

@@ -5,15 +5,35 @@
 //! `tests/loom.rs` model-checks them. Statistics and the thread registry are not part of the
 //! protocol and use `std` directly.
 
+#[cfg(all(loom, feature = "async"))]
+pub(crate) use loom::sync::MutexGuard;
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Condvar, Mutex};
 
+#[cfg(all(not(loom), feature = "async"))]
+pub(crate) use std::sync::MutexGuard;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Condvar, Mutex};
+
+/// Releases an orec: a Release store of `v`.
+///
+/// Under loom, a `swap` instead: loom 0.7.3 may put a plain store between the read and the write
+/// of another thread's RMW on the same atomic (tokio-rs/loom#254, fix unreleased in #391), so a
+/// waiter's `fetch_or(WAITERS)` could read a version that the committer had already replaced,
+/// and sleep forever. As an RMW the release keeps its place in the modification order. (It
+/// also continues release sequences that a store would end; no argument in this crate needs a
+/// release sequence to end.)
+#[inline(always)]
+pub(crate) fn release_orec(a: &AtomicU64, v: u64) {
+    #[cfg(loom)]
+    a.swap(v, Ordering::Release);
+    #[cfg(not(loom))]
+    a.store(v, Ordering::Release);
+}
 
 /// One step of a bounded spin-then-yield wait.
 ///

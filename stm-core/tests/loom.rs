@@ -145,18 +145,11 @@ fn inevitable_token_hand_over() {
 
 /// Blocking `retry`: a consumer waits for a flag that a producer sets; the wake-up is never lost.
 ///
-/// Ignored: loom 0.7.3 lets a thread read a value older than a store that happens-before the
-/// read when another thread's RMW sits between them in modification order. Minimal reproduction
-/// (fails under loom, impossible under the C++ model): main `x.store(1)`; thread B
-/// `x.fetch_or(2)` reading 1, then `m.lock()`; main `x.store(8, Release)`, `m.lock()` setting a
-/// flag; B, seeing the flag under the mutex, loads `x` and gets 3. In the model, the consumer's
-/// `fetch_or(WAITERS)` on the flag's orec plays B's RMW, the committer's release store plays the
-/// store, and the consumer's next plain load of that orec (waiting for the lock to go, under the
-/// loom-only event's mutex, after the committer signalled it) returns the stale locked value, so
-/// loom reports a thread waiting forever for a lock that was released. `tests/stress.rs::retry_as_producer_and_consumer` and
-/// `tests/api.rs::retry_blocks_until_a_read_word_changes` cover the protocol on real threads.
+/// Ignored until the orec release became a `swap` under loom (`sync::release_orec`): loom 0.7.3
+/// let the committer's release store slip between the read and the write of the consumer's
+/// `fetch_or(WAITERS)` (tokio-rs/loom#254), so the consumer later read the stale locked value
+/// and waited forever for a lock that had been released.
 #[test]
-#[ignore = "loom 0.7.3 reads a stale value after an RMW by another thread; see the doc comment"]
 fn retry_wakes_up_when_a_read_word_changes() {
     loom::model(|| {
         let flag = Arc::new(TVar::new(0u64));
@@ -189,5 +182,29 @@ fn become_inevitable_keeps_what_was_read() {
         atomically(|tx| tx.modify(&*v, |x| x + 10).map(drop));
         t.join().unwrap();
         assert_eq!(v.load(), 11);
+    });
+}
+
+/// `atomically_async`'s `retry` against a committer (see `tx/future.rs`): the waiting future
+/// registers its waker, then sets `WAITERS` on the orecs it read and checks their versions; the
+/// committer locks, writes, releases and wakes. In every interleaving the future completes
+/// (loom's `block_on` parks the thread until the waker is called, so a lost wake-up is reported
+/// as a deadlock) with the committed value.
+#[test]
+fn async_retry_is_woken_by_the_commit() {
+    loom::model(|| {
+        let flag = Arc::new(TVar::new(0u64));
+        let f2 = flag.clone();
+        let t = thread::spawn(move || {
+            loom::future::block_on(async move {
+                stm_core::atomically_async(|tx| {
+                    let v = tx.read(&*f2)?;
+                    if v == 0 { tx.retry() } else { Ok(v) }
+                })
+                .await
+            })
+        });
+        atomically(|tx| tx.write(&*flag, 7));
+        assert_eq!(t.join().unwrap(), 7);
     });
 }

@@ -261,8 +261,12 @@ impl State {
                     None => h.prev,
                 };
                 // Release: publishes the written-back words with the new version.
-                h.orec.store(v, Ordering::Release);
+                crate::sync::release_orec(h.orec, v);
                 self.rt.orec_written();
+                #[cfg(feature = "async")]
+                if new_version.is_some() && h.prev & WAITERS != 0 {
+                    self.rt.take_wakers(h.orec, &mut self.to_wake);
+                }
             } else {
                 // Release: pairs with readers' Acquire; keeps a concurrent WAITERS bit.
                 h.orec.fetch_and(!PINNED, Ordering::Release);

@@ -93,6 +93,8 @@ use std::sync::Arc;
 mod branch;
 mod context;
 mod events;
+#[cfg(feature = "async")]
+mod future;
 mod inevitable;
 mod reclaim;
 mod retry;
@@ -104,6 +106,10 @@ use inevitable::*;
 use reclaim::*;
 
 pub use context::thread_id;
+#[cfg(feature = "async")]
+pub(crate) use future::WakerTable;
+#[cfg(feature = "async")]
+pub use future::{TxFuture, atomically_async, try_atomically_async};
 pub use run::{atomically, inevitably, try_atomically};
 
 /// Spins on a lock held by a normal committer before giving up.
@@ -152,6 +158,9 @@ impl Hasher for AddrHasher {
         self.0 ^ (self.0 >> 32)
     }
 }
+
+/// The orecs (and versions) a retrying attempt read: what it waits on.
+type WaitList = Vec<(&'static AtomicU64, u64)>;
 
 /// Word address -> write-set position.
 type AddrMap = HashMap<usize, usize, BuildHasherDefault<AddrHasher>>;
@@ -210,7 +219,7 @@ struct State {
     /// After-commit actions of attempts that did not commit, dropped by `release`.
     dropped_actions: Vec<Box<dyn FnOnce()>>,
     /// Where a retrying attempt keeps its read set while it waits (reused between retries).
-    wait_on: Vec<(&'static AtomicU64, u64)>,
+    wait_on: WaitList,
     /// The `or_else` branches running, innermost last: where each one started.
     branches: Vec<Branch>,
     /// Write-set entries that a running `or_else` branch overwrote, with their values from
@@ -229,6 +238,9 @@ struct State {
     untimed_left: u32,
     /// xorshift state for drawing `untimed_left` (never 0).
     rng: u32,
+    /// Async waiters of the orecs the last commit released, woken once it has ended.
+    #[cfg(feature = "async")]
+    to_wake: Vec<core::task::Waker>,
 }
 
 /// A running transaction, handed to the body of [`atomically`] as `&mut Tx<'t, 'env>`.
@@ -521,6 +533,8 @@ impl State {
             rng: (id as u32).wrapping_mul(0x9E37_79B9) | 1,
             took_token: false,
             wants_inevitable: false,
+            #[cfg(feature = "async")]
+            to_wake: Vec::new(),
         }
     }
 
@@ -1022,13 +1036,15 @@ impl State {
             if w.owned {
                 waiters |= w.prev & WAITERS != 0;
                 // Release: publishes the written-back words together with the new version.
-                w.orec.store(wv << SHIFT, Ordering::Release);
+                crate::sync::release_orec(w.orec, wv << SHIFT);
                 self.rt.orec_written();
                 w.owned = false;
             }
         }
         if waiters {
             self.rt.commits.notify();
+            #[cfg(feature = "async")]
+            self.collect_wakers();
         }
         Ok(false)
     }
@@ -1065,7 +1081,7 @@ impl State {
         for w in self.writes.iter_mut() {
             if w.owned {
                 // Release: nothing was written; pairs with the next locker's Acquire.
-                w.orec.store(w.prev, Ordering::Release);
+                crate::sync::release_orec(w.orec, w.prev);
                 self.rt.orec_written();
                 w.owned = false;
             }

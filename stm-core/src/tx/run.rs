@@ -25,11 +25,21 @@ where
 /// call, so everything it hands to `write` & co. is borrowed from outside it (`'env`) or kept by
 /// `hold`. Those borrows last for this whole call, so every word in the redo log stays alive
 /// and in place until the commit (or rollback) below, which runs before `execute` returns.
+///
+/// `wait` says what a `retry` does: `None` blocks the thread until a word read changes, then
+/// runs the body again; `Some(list)` (the async entry points) fills `list` with the read set and
+/// returns `None` at once, the transaction ended and nothing held.
 #[inline(never)]
-pub(super) fn execute<'env, R, E, F>(body: &mut F, mode: Mode) -> Result<R, E>
+pub(super) fn execute<'env, R, E, F>(
+    body: &mut F,
+    mode: Mode,
+    #[cfg_attr(not(feature = "async"), allow(unused_mut))] mut wait: Option<&mut WaitList>,
+) -> Option<Result<R, E>>
 where
     F: for<'t> FnMut(&mut Tx<'t, 'env>) -> Result<R, TxError<E>>,
 {
+    #[cfg(not(feature = "async"))]
+    let _ = &wait;
     CTX.with(|ctx| {
         if ctx.active.get() {
             nested();
@@ -128,10 +138,14 @@ where
                         // start one of its own.
                         drop(active);
                         release(ctx, state);
+                        #[cfg(feature = "async")]
+                        if !s.to_wake.is_empty() {
+                            super::future::wake_all(core::mem::take(&mut s.to_wake));
+                        }
                         if let Some(after) = after {
                             run_after_commit(state, after);
                         }
-                        return Ok(v);
+                        return Some(Ok(v));
                     }
                     Err(a) => {
                         s.rollback();
@@ -146,7 +160,7 @@ where
                     ctx.aborts.set(0);
                     drop(active);
                     release(ctx, state);
-                    return Err(e);
+                    return Some(Err(e));
                 }
                 Err(TxError::Abort(a)) => {
                     // A body may return an `Abort` it did not get from this attempt; trust the
@@ -171,6 +185,15 @@ where
                         s.emit_abort(AbortCause::Retry);
                         ctx.aborts.set(0);
                         force_inevitable = false;
+                        #[cfg(feature = "async")]
+                        if let Some(list) = wait.as_deref_mut() {
+                            // Async: the future waits; this transaction is over.
+                            list.extend(s.reads.iter().map(|r| (r.orec, r.version)));
+                            s.end();
+                            drop(active);
+                            release(ctx, state);
+                            return None;
+                        }
                         // What to wait on: the read set, copied out of the state (a `Drop` run
                         // by the release below may run a transaction of its own on it, even one
                         // that retries).
@@ -229,9 +252,10 @@ where
 pub fn atomically<'env, R>(mut f: impl for<'t> FnMut(&mut Tx<'t, 'env>) -> TxResult<R>) -> R {
     let mut body =
         |tx: &mut Tx<'_, 'env>| f(tx).map_err(TxError::<core::convert::Infallible>::Abort);
-    match execute(&mut body, Mode::Normal) {
-        Ok(r) => r,
-        Err(never) => match never {},
+    match execute(&mut body, Mode::Normal, None) {
+        Some(Ok(r)) => r,
+        Some(Err(never)) => match never {},
+        None => unreachable!("a blocking transaction does not return on retry"),
     }
 }
 
@@ -254,7 +278,10 @@ pub fn atomically<'env, R>(mut f: impl for<'t> FnMut(&mut Tx<'t, 'env>) -> TxRes
 pub fn try_atomically<'env, R, E>(
     mut f: impl for<'t> FnMut(&mut Tx<'t, 'env>) -> Result<R, TxError<E>>,
 ) -> Result<R, E> {
-    execute(&mut f, Mode::Normal)
+    match execute(&mut f, Mode::Normal, None) {
+        Some(r) => r,
+        None => unreachable!("a blocking transaction does not return on retry"),
+    }
 }
 
 /// Runs `f` exactly once, as the inevitable transaction: it never aborts, so it may do I/O.
@@ -285,8 +312,9 @@ pub fn inevitably<'env, R>(f: impl for<'t> FnOnce(&mut Tx<'t, 'env>) -> R) -> R 
             Abort::conflict(ConflictKind::Inevitable),
         )),
     };
-    match execute(&mut body, Mode::Inevitable) {
-        Ok(r) => r,
-        Err(never) => match never {},
+    match execute(&mut body, Mode::Inevitable, None) {
+        Some(Ok(r)) => r,
+        Some(Err(never)) => match never {},
+        None => unreachable!("a blocking transaction does not return on retry"),
     }
 }
