@@ -21,7 +21,7 @@
 //!   [`TMap`](stm_core::collections::TMap) of per-route counters, a
 //!   [`TBoundedQueue`](stm_core::collections::TBoundedQueue) of jobs and a `TVar` result slot
 //!   per job. Every wait is a transaction that calls `retry`, awaited with
-//!   `stm_core::atomically_async`: no thread blocks, and the commit that changes what the
+//!   [`stm_core::atomically_async`]: no thread blocks, and the commit that changes what the
 //!   waiter read wakes it.
 //! - [`MutexBackend`] ([`Mode::Mutex`]): `std::sync::Mutex`es, a `VecDeque` with two tokio
 //!   `Notify`s for the bounded queue, and a tokio `oneshot` per job for the result.
@@ -594,20 +594,4 @@ pub fn start(cfg: ServerConfig) -> io::Result<RunningServer> {
         stop: Some(stop),
         thread: Some(thread),
     })
-}
-
-/// Temporary stand-in for `stm_core::atomically_async` (branch `async-core`, not merged yet):
-/// the same signature, but it *polls*: an attempt that retries is abandoned through `or_else`
-/// and tried again after a short sleep. Removed by the merge.
-pub(crate) async fn atomically_async<'env, R, F>(mut f: F) -> R
-where
-    F: for<'t> FnMut(&mut stm_core::Tx<'t, 'env>) -> stm_core::TxResult<R>,
-{
-    loop {
-        let r = stm_core::atomically(|tx| tx.or_else(|tx| f(tx).map(Some), |_| Ok(None)));
-        match r {
-            Some(r) => return r,
-            None => tokio::time::sleep(Duration::from_micros(200)).await,
-        }
-    }
 }

@@ -1,14 +1,14 @@
 //! The STM backend: the shared state is transactional variables and stm-core collections, and
 //! every wait (a consumer on an empty queue, a producer on a full one, a handler on its job's
-//! result) is a transaction that calls `retry` and is awaited with `atomically_async`.
+//! result) is a transaction that calls `retry` and is awaited with [`atomically_async`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use stm_core::collections::{TBoundedQueue, TCounter, TMap};
-use stm_core::{TVar, TxResult};
+use stm_core::{TVar, TxResult, atomically_async};
 
-use super::{Backend, Closed, Stats, atomically_async};
+use super::{Backend, Closed, Stats};
 
 /// The value of a result slot whose job has not finished yet (a prime count never reaches it).
 const PENDING: u64 = u64::MAX;
