@@ -11,7 +11,7 @@
 //! ```text
 //! cargo run --release -p stm-benches --bin async-bench
 //! cargo run --release -p stm-benches --bin async-bench -- --rounds 5 --duration 5s --n 100000
-//! cargo run --release -p stm-benches --bin async-bench -- --json
+//! cargo run --release -p stm-benches --bin async-bench -- --requests 20000 --json
 //! ```
 
 use std::fmt::Write as _;
@@ -33,6 +33,9 @@ struct Args {
     /// Measured time of each run.
     #[arg(short, long, default_value = "3s", value_parser = parse_duration)]
     duration: Duration,
+    /// Measure a fixed number of requests per run instead of a duration.
+    #[arg(short = 'r', long)]
+    requests: Option<u64>,
     /// Unmeasured load before each run's measurement.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     warmup: Duration,
@@ -86,7 +89,10 @@ struct Output {
     workers: usize,
     consumers: usize,
     capacity: usize,
-    duration_s: f64,
+    /// Measured seconds per run (absent with `--requests`).
+    duration_s: Option<f64>,
+    /// Measured requests per run (absent without `--requests`).
+    requests: Option<u64>,
     runs: Vec<Run>,
     medians: Vec<Median>,
     /// STM over Mutex: requests per second, p50, p99.
@@ -134,6 +140,9 @@ fn real_main() -> Result<(), String> {
     if args.duration.is_zero() {
         return Err("--duration must be positive".into());
     }
+    if args.requests == Some(0) {
+        return Err("--requests must be at least 1".into());
+    }
     if args.connections == 0 {
         return Err("--connections must be at least 1".into());
     }
@@ -171,8 +180,12 @@ fn real_main() -> Result<(), String> {
                 loadgen::run(&load.clone().limit(Limit::Duration(args.warmup)), None)
                     .map_err(|e| format!("{mode} warm-up: {e}"))?;
             }
-            let report = loadgen::run(&load.limit(Limit::Duration(args.duration)), None)
-                .map_err(|e| format!("{mode}: {e}"))?;
+            let limit = match args.requests {
+                Some(n) => Limit::Requests(n),
+                None => Limit::Duration(args.duration),
+            };
+            let report =
+                loadgen::run(&load.limit(limit), None).map_err(|e| format!("{mode}: {e}"))?;
             let stats = server
                 .stop()
                 .map_err(|e| format!("the {mode} server failed: {e}"))?;
@@ -212,7 +225,11 @@ fn real_main() -> Result<(), String> {
         workers: args.workers,
         consumers: args.consumers,
         capacity: args.capacity,
-        duration_s: args.duration.as_secs_f64(),
+        duration_s: args
+            .requests
+            .is_none()
+            .then_some(args.duration.as_secs_f64()),
+        requests: args.requests,
         ratio_rps: ratio(s.requests_per_second, m.requests_per_second),
         ratio_p50: ratio(s.p50_us as f64, m.p50_us as f64),
         ratio_p99: ratio(s.p99_us as f64, m.p99_us as f64),
@@ -240,11 +257,16 @@ fn fmt_us(us: u64) -> String {
 
 fn table(o: &Output) -> String {
     let mut t = String::new();
+    let per_run = match (o.requests, o.duration_s) {
+        (Some(n), _) => format!("{n} requests"),
+        (None, Some(d)) => format!("{d:.1}s"),
+        (None, None) => "-".into(),
+    };
     let _ = writeln!(
         t,
         "async server, GET {} — {} keep-alive connections; {} tokio workers, {} consumers, \
-         queue of {}; {:.1}s per run, modes alternating",
-        o.path, o.connections, o.workers, o.consumers, o.capacity, o.duration_s
+         queue of {}; {per_run} per run, modes alternating",
+        o.path, o.connections, o.workers, o.consumers, o.capacity
     );
     let _ = writeln!(
         t,
