@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use stm_benches::async_server::{
-    Backend, Closed, Job, Mode, MutexBackend, ServerConfig, Stats, StmBackend, start,
+    Backend, Closed, Mode, MutexBackend, ServerConfig, Stats, StmBackend, start,
 };
 
 /// The longest any single wait of these tests may take before the test fails.
@@ -189,11 +189,9 @@ fn a_full_queue_makes_handlers_wait_and_all_complete() {
 /// Back-pressure at the backend, without timing: with no consumer running, a queue of 2 takes
 /// two jobs and the third submission waits (it cannot finish: nothing frees a place) until one
 /// job is taken; then every job's result reaches its ticket, and a closed queue refuses work.
-async fn back_pressure<B: Backend>(backend: B)
-where
-    B::Job: Job,
-{
+async fn back_pressure<B: Backend>(backend: B) {
     use std::sync::Arc;
+    use stm_benches::async_server::QueuedJob as _;
     use tokio::time::timeout;
     let b = Arc::new(backend);
     let t1 = timeout(BOUND, b.enqueue(10)).await.unwrap().unwrap();

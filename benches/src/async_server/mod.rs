@@ -212,7 +212,7 @@ pub struct Stats {
 /// empty: a handler that got a ticket gets its result as long as the consumers run.
 pub trait Backend: Send + Sync + 'static {
     /// A job taken from the queue.
-    type Job: Send + 'static;
+    type Job: QueuedJob + Send + 'static;
     /// A handler's claim on its job's result.
     type Ticket: Send + 'static;
 
@@ -245,18 +245,18 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// What a job asks for; implemented by both backends' job types.
-pub trait Job {
+pub trait QueuedJob {
     /// The N of `GET /work/N`.
     fn n(&self) -> u32;
 }
 
-impl Job for StmJob {
+impl QueuedJob for StmJob {
     fn n(&self) -> u32 {
         StmJob::n(self)
     }
 }
 
-impl Job for MutexJob {
+impl QueuedJob for MutexJob {
     fn n(&self) -> u32 {
         MutexJob::n(self)
     }
@@ -292,10 +292,7 @@ pub fn count_primes_below(n: u32) -> u64 {
 
 /// The loop of a consumer task: take a job, compute it, publish its result, until the queue
 /// is closed and empty.
-pub async fn consume<B: Backend>(backend: &B)
-where
-    B::Job: Job,
-{
+pub async fn consume<B: Backend>(backend: &B) {
     while let Some(job) = backend.next_job().await {
         let primes = count_primes_below(job.n());
         backend.complete(job, primes).await;
@@ -392,9 +389,7 @@ async fn connection<B: Backend>(
     backend: Arc<B>,
     stream: tokio::net::TcpStream,
     mut stop: watch::Receiver<bool>,
-) where
-    B::Job: Job,
-{
+) {
     let svc = service_fn(move |req| {
         let backend = backend.clone();
         async move { Ok::<_, Infallible>(handle(&*backend, req).await) }
@@ -428,10 +423,7 @@ pub async fn serve<B: Backend>(
     backend: Arc<B>,
     consumers: usize,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<Stats>
-where
-    B::Job: Job,
-{
+) -> io::Result<Stats> {
     let mut workers = JoinSet::new();
     for _ in 0..consumers.max(1) {
         let b = backend.clone();
