@@ -200,8 +200,16 @@ async fn back_pressure<B: Backend>(backend: B) {
         let b = b.clone();
         tokio::spawn(async move { b.enqueue(1000).await })
     };
-    // Plenty of turns for the third submission to run; it must still be waiting.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Wait (bounded) until the third submission has found the queue full, then give it more
+    // turns: it cannot finish, since nothing frees a place.
+    timeout(BOUND, async {
+        while b.stats().await.producer_waits == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the third submission found the queue full");
+    tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(
         !third.is_finished(),
         "{}: a third job fit a queue of 2",
