@@ -6,6 +6,9 @@
 //! - [`workload`]: running an operation on N threads for a fixed count, and timing it;
 //! - [`rng`]: the small generator the workloads draw keys from;
 //! - [`loadgen`]: the HTTP load generator (`siege -c 50`-like keep-alive connections);
+//! - [`async_server`]: a tokio + hyper server whose handlers share state through TVars and the
+//!   stm-core collections (a bounded work queue whose consumers await `retry`), and its `Mutex`
+//!   twin, which `async-bench` measures and `examples/async_server.rs` runs on its own;
 //! - [`primes`]: the article's primes server (HTTP/1.1 over mio, in STM and plain serial modes),
 //!   the server that `primes-bench` measures and `examples/primes_server.rs` runs on its own.
 //!
@@ -17,6 +20,7 @@
 //! assert_eq!(set.check().unwrap().len(), 256);
 //! ```
 
+pub mod async_server;
 pub mod bank;
 pub mod intset;
 pub mod loadgen;

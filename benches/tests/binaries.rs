@@ -213,3 +213,76 @@ fn scaling_measures_the_chosen_points_and_rejects_zero() {
     assert!(!ok && err.contains("at least 1"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn async_bench_alternates_the_two_modes() {
+    let (ok, out, err) = run(
+        env!("CARGO_BIN_EXE_async-bench"),
+        &[
+            "--rounds",
+            "2",
+            "--requests",
+            "40",
+            "--warmup",
+            "0s",
+            "-c",
+            "4",
+            "-n",
+            "100",
+            "--capacity",
+            "2",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    let runs = v["runs"].as_array().expect("runs");
+    let modes: Vec<&str> = runs.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["stm", "mutex", "mutex", "stm"]);
+    for r in runs {
+        assert_eq!(r["ok"], 40, "{r}");
+        assert_eq!(r["jobs_done"], 40, "{r}");
+        assert_eq!(r["errors"].as_object().map(|e| e.len()), Some(0), "{r}");
+    }
+    assert_eq!(v["requests"], 40);
+    assert_eq!(v["medians"].as_array().map(|m| m.len()), Some(2));
+    assert!(v["ratio_rps"].is_number(), "{v}");
+
+    // The table names the CPU's cores and prints the ratio row.
+    let (ok, out, err) = run(
+        env!("CARGO_BIN_EXE_async-bench"),
+        &[
+            "--rounds",
+            "1",
+            "--requests",
+            "10",
+            "--warmup",
+            "0s",
+            "-c",
+            "2",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("stm / mutex"), "{out}");
+    assert!(out.contains("CPU: "), "{out}");
+}
+
+#[test]
+fn async_bench_rejects_bad_flags() {
+    for args in [
+        &["--rounds", "0"][..],
+        &["--requests", "0"],
+        &["--connections", "0", "--requests", "1"],
+        &["--duration", "soon"],
+        &["-n", "1000001", "--requests", "1"],
+        &["--workers", "0", "--requests", "1"],
+        &["--capacity", "0", "--requests", "1"],
+    ] {
+        let (ok, _, err) = run(env!("CARGO_BIN_EXE_async-bench"), args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(
+            !err.is_empty() && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}
