@@ -16,7 +16,7 @@
  * optimised away.  Words are 64 bytes apart so each maps to a distinct lock
  * (LOCK_SHIFT = 3 + LOCK_SHIFT_EXTRA(2) => 32 bytes per stripe).
  *
- * Build: see build.sh.  Run: ./bin/micro [N] [RUNS]
+ * Build: see README.md ("What was built").  Run: ./micro [N] [RUNS]
  */
 #include <pthread.h>
 #include <setjmp.h>
