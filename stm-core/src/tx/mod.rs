@@ -40,7 +40,8 @@
 //!   spin, then abort (`WRITE_WRITE`); pinned or held by the inevitable transaction: release
 //!   everything, wait (an `INEVITABLE` pause), lock again. Validate the read set (SeqCst loads;
 //!   `WRITE_READ` on failure). Take the slot's next stamp `wv` (Release store). Write the words
-//!   back with Release, then release each orec with `store(wv << 3, Release)`.
+//!   back with Release and release each orec with `store(wv << 3, Release)`, in one backward
+//!   pass that stores every word of an orec before releasing it (see `commit_update`).
 //!
 //! Why this is a consistent snapshot. Call a commit *covered* when its stamp `t` has
 //! `t <= seen[slot(t)]`. A covered commit stored its stamp (Release) after taking its locks, and
@@ -924,14 +925,18 @@ impl State {
     /// decided inline.
     #[inline(always)]
     fn commit_fast(&mut self) -> TxResult<bool> {
-        if self.writes.is_empty() && self.doomed.is_none() && !self.inevitable {
-            return Ok(true);
+        if self.doomed.is_none() && !self.inevitable {
+            if self.writes.is_empty() {
+                return Ok(true);
+            }
+            return self.commit_update().map(|()| false);
         }
         self.commit()
     }
 
     /// Commits; returns whether the attempt wrote nothing. On failure everything is already
     /// released.
+    #[cold]
     #[inline(never)]
     fn commit(&mut self) -> TxResult<bool> {
         if let Some(a) = self.doomed {
@@ -945,9 +950,119 @@ impl State {
         if read_only {
             return Ok(true);
         }
+        self.commit_update().map(|()| false)
+    }
+
+    /// The commit of a normal, healthy attempt that wrote something (see the protocol in the
+    /// module doc).
+    #[inline(never)]
+    fn commit_update(&mut self) -> TxResult<()> {
+        debug_assert!(self.doomed.is_none() && !self.inevitable && !self.writes.is_empty());
+        self.lock_writes()?;
+        // Validate every read now that the write set is locked. Two committers that each read
+        // a word the other writes (write skew) lock (SeqCst RMW) and then validate (SeqCst
+        // loads): in the single total order of SeqCst operations one of them validates after
+        // the other's lock, sees it and aborts. There is no global clock RMW to order them.
+        // Loom does not model SeqCst loads as such, only SeqCst fences: the model gets a fence
+        // here, which is at least as strong. (The loom build's `orec_written` signal, a mutex,
+        // also orders the two lock CASes, so the model checks that validation happens and
+        // catches the skew, not this ordering itself; that rests on the argument above.)
+        #[cfg(loom)]
+        loom::sync::atomic::fence(Ordering::SeqCst);
+        if !self.reads_current()
+            && let Err(a) = self.validate()
+        {
+            // `validate` checks again, and names the conflict. (If it passes, the write set
+            // was locked before its loads too: a validation as good as the first.)
+            self.unlock_writes();
+            return Err(a);
+        }
+        // Locked and validated: this is the commit's serialisation point. Stamp it with our
+        // slot's next stamp (a Release store, after the locks, before any release).
+        let wv = self.rt.next_stamp(self.slot);
+        if self.sink.is_some() {
+            // After validation (an attempt that fails it must still find the previous writer
+            // of its own locked orecs in the table) and before the release that publishes it.
+            for w in self.writes.iter().filter(|w| w.owned) {
+                self.note_writer(w.orec_index, w.loc);
+            }
+        }
+        // Our own slot is known up to our own commit (for the shared slot, the RMW acquired
+        // the other sharers' earlier stamps too).
+        self.seen[(self.slot & SLOT_MASK) as usize] = wv;
+        // Write back and release in one pass, backwards: the entry that holds an orec's lock
+        // is the first of the entries on that orec (`lock_writes` locks in order; the later
+        // ones find the lock already ours), so going backwards every word of an orec is stored
+        // before the orec is released.
+        #[cfg(not(loom))]
+        let guard = self.guard.as_ref();
+        let mut waiters = false;
+        for w in self.writes.iter_mut().rev() {
+            write_back_one(
+                w,
+                #[cfg(not(loom))]
+                guard,
+            );
+            if w.owned {
+                waiters |= w.prev & WAITERS != 0;
+                // Release: publishes the written-back words of this orec (stored above, in
+                // program order before it) together with the new version.
+                crate::sync::release_orec(w.orec, wv << SHIFT);
+                self.rt.orec_written();
+                w.owned = false;
+            }
+        }
+        if waiters {
+            self.rt.commits.notify();
+            #[cfg(feature = "async")]
+            self.collect_wakers();
+        }
+        Ok(())
+    }
+
+    /// Locks the orec of every write-set entry (the first entry on each orec holds its lock).
+    /// On failure nothing is held. The common case in line: every orec free, each CAS
+    /// succeeding the first time; anything else continues in `lock_writes_from`.
+    #[inline(always)]
+    fn lock_writes(&mut self) -> TxResult<()> {
+        let id = self.id;
+        let mut stopped = None;
+        for (i, w) in self.writes.iter_mut().enumerate() {
+            // SeqCst: as in `lock_writes_from` (this is its first load and CAS for entry `i`).
+            let o = w.orec.load(Ordering::SeqCst);
+            if o & (LOCKED | PINNED) == 0 {
+                let new = locked_word(id, i, o & WAITERS);
+                // SeqCst: see `lock_writes_from`.
+                if w.orec
+                    .compare_exchange(o, new, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.rt.orec_written();
+                    w.prev = o;
+                    w.owned = true;
+                    continue;
+                }
+            } else if o & (LOCKED | PINNED) == LOCKED && owner_of(o) == id {
+                continue; // another word of ours shares this orec
+            }
+            stopped = Some(i);
+            break;
+        }
+        match stopped {
+            None => Ok(()),
+            Some(i) => self.lock_writes_from(i),
+        }
+    }
+
+    /// `lock_writes` from entry `first` on, with every case: spinning on another committer's
+    /// lock, pausing on the inevitable transaction's (releasing everything, then locking again
+    /// from the start), giving up.
+    #[cold]
+    #[inline(never)]
+    fn lock_writes_from(&mut self, first: usize) -> TxResult<()> {
+        let mut first = first;
         'again: loop {
-            // Lock the write set.
-            for i in 0..self.writes.len() {
+            for i in core::mem::take(&mut first)..self.writes.len() {
                 let orec = self.writes[i].orec;
                 let mut spin = Spin::new();
                 loop {
@@ -985,7 +1100,7 @@ impl State {
                     // SeqCst (an AcqRel RMW, and in the single total order): Acquire pairs with
                     // the previous release of this orec; the lock is sequenced before our clock
                     // store, whose Release publishes it to readers; SeqCst orders it before our
-                    // SeqCst validation loads for a concurrent committer (see below).
+                    // SeqCst validation loads for a concurrent committer (see `commit`).
                     if orec
                         .compare_exchange(o, new, Ordering::SeqCst, Ordering::Relaxed)
                         .is_ok()
@@ -999,80 +1114,56 @@ impl State {
                     spin.spin();
                 }
             }
-            break;
+            return Ok(());
         }
-        // Validate every read now that the write set is locked. Two committers that each read
-        // a word the other writes (write skew) lock (SeqCst RMW) and then validate (SeqCst
-        // loads): in the single total order of SeqCst operations one of them validates after
-        // the other's lock, sees it and aborts. There is no global clock RMW to order them.
-        // Loom does not model SeqCst loads as such, only SeqCst fences: the model gets a fence
-        // here, which is at least as strong. (The loom build's `orec_written` signal, a mutex,
-        // also orders the two lock CASes, so the model checks that validation happens and
-        // catches the skew, not this ordering itself; that rests on the argument above.)
-        #[cfg(loom)]
-        loom::sync::atomic::fence(Ordering::SeqCst);
-        if !self.reads.is_empty()
-            && let Err(a) = self.validate()
-        {
-            self.unlock_writes();
-            return Err(a);
+    }
+
+    /// The common case of `validate` at commit, with the write set locked: whether every read
+    /// orec still holds the version it was read at, or is locked by this attempt, which locked
+    /// it at that version. `false` sends the commit to `validate`, which looks again and says
+    /// why.
+    #[inline(always)]
+    fn reads_current(&self) -> bool {
+        if let [w] = &self.writes[..] {
+            // One word written (the usual read-modify-write): the only orec we hold is its, and
+            // we locked it at `prev`, so a read of it is current exactly when it was read at
+            // `prev` (no need to load it); any other orec is current when unlocked at its version.
+            let (mine, prev) = (w.orec, w.prev & !FLAGS);
+            return self.reads.iter().all(|r| {
+                if core::ptr::eq(r.orec, mine) {
+                    prev == r.version
+                } else {
+                    // SeqCst: as in `validate`, whose loads these are.
+                    let o = r.orec.load(Ordering::SeqCst);
+                    o & (LOCKED | !FLAGS) == r.version
+                }
+            });
         }
-        // Locked and validated: this is the commit's serialisation point. Stamp it with our
-        // slot's next stamp (a Release store, after the locks, before any release).
-        let wv = self.rt.next_stamp(self.slot);
-        if self.sink.is_some() {
-            // After validation (an attempt that fails it must still find the previous writer
-            // of its own locked orecs in the table) and before the release that publishes it.
-            for w in self.writes.iter().filter(|w| w.owned) {
-                self.note_writer(w.orec_index, w.loc);
+        self.reads.iter().all(|r| {
+            // SeqCst: as in `validate`, whose loads these are.
+            let o = r.orec.load(Ordering::SeqCst);
+            if o & LOCKED == 0 {
+                o & !FLAGS == r.version
+            } else {
+                o & PINNED == 0
+                    && owner_of(o) == self.id
+                    && self.prev_of_own_lock(o, r.orec) & !FLAGS == r.version
             }
-        }
-        self.write_back();
-        // Our own slot is known up to our own commit (for the shared slot, the RMW acquired
-        // the other sharers' earlier stamps too).
-        self.seen[(self.slot & SLOT_MASK) as usize] = wv;
-        let mut waiters = false;
-        for w in self.writes.iter_mut() {
-            if w.owned {
-                waiters |= w.prev & WAITERS != 0;
-                // Release: publishes the written-back words together with the new version.
-                crate::sync::release_orec(w.orec, wv << SHIFT);
-                self.rt.orec_written();
-                w.owned = false;
-            }
-        }
-        if waiters {
-            self.rt.commits.notify();
-            #[cfg(feature = "async")]
-            self.collect_wakers();
-        }
-        Ok(false)
+        })
     }
 
     /// Stores the redo log into the words (their orecs are locked by us) and retires replaced
     /// boxed values.
     #[inline(always)]
     fn write_back(&mut self) {
+        #[cfg(not(loom))]
+        let guard = self.guard.as_ref();
         for w in self.writes.iter_mut() {
-            // SAFETY: `w.word` is valid until the attempt ends (see `WriteEntry::word`).
-            let word = unsafe { &*w.word };
-            // Relaxed: we hold the orec lock, so the last write of this word was by a commit
-            // whose release we acquired when locking (only `TBox` words need the old value).
-            #[cfg(not(loom))]
-            let old = w.drop_box.map(|_| word.load(Ordering::Relaxed));
-            // Release: pairs with readers' Acquire word load (see the module doc).
-            word.store(w.value, Ordering::Release);
-            #[cfg(not(loom))]
-            if let (Some(old), Some(d), Some(g)) = (old, w.drop_box.take(), self.guard.as_ref()) {
-                // SAFETY: `old` was published by a commit (or `TBox::new`) and the word no
-                // longer holds it: an attempt that pins from now on and then reads the word
-                // finds our lock or our new value, never `old`. Attempts that may still hold it
-                // pinned before reading it, and the epoch frees it only after they unpin. `d`
-                // frees a `Box<T>` of this very `TBox<T>`'s type.
-                // Freed through `drop_retired`, which holds it back while this thread is in a
-                // transaction (collection may run inside this thread's own `pin()`).
-                unsafe { g.defer_unchecked(move || drop_retired(old, d)) };
-            }
+            write_back_one(
+                w,
+                #[cfg(not(loom))]
+                guard,
+            );
         }
     }
 
@@ -1100,6 +1191,32 @@ impl State {
             self.give_back_token();
         }
         self.free_pending();
+    }
+}
+
+/// Stores one redo-log entry into its word (whose orec is locked by us) and retires the boxed
+/// value it replaces.
+#[inline(always)]
+fn write_back_one(w: &mut WriteEntry, #[cfg(not(loom))] guard: Option<&crossbeam_epoch::Guard>) {
+    // SAFETY: `w.word` is valid until the attempt ends (see `WriteEntry::word`).
+    let word = unsafe { &*w.word };
+    // Relaxed: we hold the orec lock, so the last write of this word was by a commit whose
+    // release we acquired when locking (only `TBox` words need the old value).
+    #[cfg(not(loom))]
+    let old = w.drop_box.map(|_| word.load(Ordering::Relaxed));
+    // Release: pairs with readers' Acquire word load (see the module doc).
+    word.store(w.value, Ordering::Release);
+    #[cfg(not(loom))]
+    if let Some(old) = old
+        && let (Some(d), Some(g)) = (w.drop_box.take(), guard)
+    {
+        // SAFETY: `old` was published by a commit (or `TBox::new`) and the word no longer holds
+        // it: an attempt that pins from now on and then reads the word finds our lock or our
+        // new value, never `old`. Attempts that may still hold it pinned before reading it, and
+        // the epoch frees it only after they unpin. `d` frees a `Box<T>` of this very
+        // `TBox<T>`'s type. Freed through `drop_retired`, which holds it back while this thread
+        // is in a transaction (collection may run inside this thread's own `pin()`).
+        unsafe { g.defer_unchecked(move || drop_retired(old, d)) };
     }
 }
 
