@@ -179,6 +179,7 @@ impl State {
         }
         self.inevitable = true;
         self.took_token = true;
+        self.extra = true;
         self.emit(EventKind::InevitableBegin);
     }
 

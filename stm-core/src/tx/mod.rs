@@ -201,6 +201,14 @@ struct State {
     filter: u64,
     doomed: Option<Abort>,
     inevitable: bool,
+    /// Between `begin` and `end`. Still set at the next `begin` only if a panic inside the
+    /// runtime itself left an attempt unfinished (`recover`).
+    in_attempt: bool,
+    /// The attempt has more to finish than its read and write sets: after-commit actions,
+    /// values to free (`garbage`), a pinned epoch, a write-set index, the inevitable token, an
+    /// event sink, wakers. Cleared by `begin`, set by whatever adds one of those; a commit
+    /// without it ends the short way (`end_plain`, no `release`).
+    extra: bool,
     id: u64,
     /// This thread's clock slot (`Runtime::clocks`); 0 is the shared one.
     slot: u64,
@@ -458,7 +466,9 @@ impl<'t, 'env> Tx<'t, 'env> {
     /// assert_eq!(lines.try_recv().unwrap(), "balance now 70");
     /// ```
     pub fn after_commit(&self, f: impl FnOnce() + 'static) {
-        self.st().after.push(Box::new(f));
+        let s = self.st();
+        s.after.push(Box::new(f));
+        s.extra = true;
     }
 
     /// Keeps `value` alive until this attempt has committed or rolled back, and lends it for
@@ -487,7 +497,9 @@ impl<'t, 'env> Tx<'t, 'env> {
         // The clone goes to the attempt's garbage, which `release` frees after the commit or
         // rollback (a thin pointer to a box, so that unsized `T` fits the list's `u64`).
         let kept = Box::into_raw(Box::new(value)) as usize as u64;
-        self.st().garbage.push((kept, drop_held::<T>));
+        let s = self.st();
+        s.garbage.push((kept, drop_held::<T>));
+        s.extra = true;
         // SAFETY: `p` points into the `Arc`'s allocation, which the clone just moved into the
         // garbage list keeps alive (an `Arc` never moves its value) until `release` frees it,
         // after the attempt has committed or rolled back, so after every use of 't (the body
@@ -509,6 +521,8 @@ impl State {
             slot: rt.acquire_slot(),
             seen,
             inevitable: false,
+            in_attempt: false,
+            extra: false,
             user_inevitable: false,
             doomed: None,
             reads: Vec::with_capacity(READS_RESERVED),
@@ -542,14 +556,17 @@ impl State {
     /// Starts an attempt: a fresh snapshot. Every set is empty (see `end`).
     #[inline(always)]
     fn begin(&mut self, inevitable_from_start: bool) {
-        if !(self.reads.is_empty()
-            && self.writes.is_empty()
-            && self.held.is_empty()
-            && self.after.is_empty())
-            || self.inevitable
-        {
+        if self.in_attempt {
             self.recover();
         }
+        debug_assert!(
+            self.reads.is_empty()
+                && self.writes.is_empty()
+                && self.held.is_empty()
+                && self.after.is_empty()
+                && !self.inevitable
+        );
+        self.in_attempt = true;
         // The snapshot `seen` is where the previous attempts of this thread left it, not a
         // fresh read of every clock: each entry was loaded (Acquire) before this attempt
         // started, which is all the snapshot argument needs (see the module doc), and a word
@@ -572,6 +589,8 @@ impl State {
             self.conflict = None;
         }
         self.sink = sink;
+        // Events to emit at the end: not the short way.
+        self.extra = sink.is_some();
     }
 
     /// Whether the attempt now starting is timed (see `hook::Timing`).
@@ -623,6 +642,23 @@ impl State {
             // in `release`, outside this one.
             self.dropped_actions.append(&mut self.after);
         }
+        self.in_attempt = false;
+    }
+
+    /// `end` for a committed attempt without `extra`: nothing but the read and write sets to
+    /// empty (their entries own nothing: no `TBox` value, since a `TBox` write pins the epoch),
+    /// and nothing for `release` to do but `ThreadCtx::late`.
+    #[inline(always)]
+    fn end_plain(&mut self) {
+        debug_assert!(!self.extra && self.after.is_empty() && self.index.is_none());
+        debug_assert!(self.garbage.is_empty() && self.dropped_actions.is_empty());
+        debug_assert!(self.guard_is_none() && self.held.is_empty() && !self.inevitable);
+        debug_assert!(self.writes.iter().all(|w| !w.owned && w.drop_box.is_none()));
+        debug_assert!(self.branches.is_empty() && self.undo.is_empty());
+        self.writes.clear();
+        self.filter = 0;
+        self.reads.clear();
+        self.in_attempt = false;
     }
 
     // ----- read -----
@@ -837,6 +873,7 @@ impl State {
                 // The fresh allocation of `write_box`: freed by `release`, not here, since its
                 // `Drop` may reach this state.
                 self.garbage.push((bits, d));
+                self.extra = true;
             }
             return Err(a);
         }
@@ -859,6 +896,7 @@ impl State {
         if let Some(ix) = &mut self.index {
             ix.insert(addr, n - 1);
         } else if n > INDEX_AFTER {
+            self.extra = true;
             self.index = Some(
                 self.writes
                     .iter()
@@ -891,6 +929,7 @@ impl State {
             // The superseded allocation may be borrowed by a `read_box` of this attempt:
             // free it when the attempt ends, not now.
             self.garbage.push((w.value, d));
+            self.extra = true;
         }
         w.value = bits;
         w.loc = loc;
@@ -1015,7 +1054,10 @@ impl State {
         if waiters {
             self.rt.commits.notify();
             #[cfg(feature = "async")]
-            self.collect_wakers();
+            {
+                self.collect_wakers();
+                self.extra = true; // wakers to wake
+            }
         }
         Ok(())
     }

@@ -97,12 +97,23 @@ where
             match r {
                 Ok(v) => match s.commit_fast() {
                     Ok(read_only) => {
-                        let inev = s.took_token;
                         ctx.counters.bump(if read_only {
                             stats::READ_ONLY_COMMITS
                         } else {
                             stats::UPDATE_COMMITS
                         });
+                        if !s.extra {
+                            // The common end (see `State::extra`): no token, no event, no
+                            // action, nothing to free.
+                            s.end_plain();
+                            ctx.aborts.set(0);
+                            drop(active);
+                            if ctx.late_pending.get() {
+                                release(ctx, state);
+                            }
+                            return Some(Ok(v));
+                        }
+                        let inev = s.took_token;
                         if inev {
                             ctx.counters.bump(stats::INEVITABLE_RUNS);
                         }
