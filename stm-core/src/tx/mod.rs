@@ -997,7 +997,24 @@ impl State {
     #[inline(never)]
     fn commit_update(&mut self) -> TxResult<()> {
         debug_assert!(self.doomed.is_none() && !self.inevitable && !self.writes.is_empty());
-        self.lock_writes()?;
+        // One word written is the common case (a read-modify-write): the same code, with the
+        // loops over the write set known to run once.
+        if self.writes.len() == 1 {
+            self.commit_update_n::<true>()
+        } else {
+            self.commit_update_n::<false>()
+        }
+    }
+
+    /// The write set, as a slice known to have one entry when `ONE` (the caller checked).
+    #[inline(always)]
+    fn writes_n<const ONE: bool>(writes: &mut [WriteEntry]) -> &mut [WriteEntry] {
+        if ONE { &mut writes[..1] } else { writes }
+    }
+
+    #[inline(always)]
+    fn commit_update_n<const ONE: bool>(&mut self) -> TxResult<()> {
+        self.lock_writes::<ONE>()?;
         // Validate every read now that the write set is locked. Two committers that each read
         // a word the other writes (write skew) lock (SeqCst RMW) and then validate (SeqCst
         // loads): in the single total order of SeqCst operations one of them validates after
@@ -1008,7 +1025,7 @@ impl State {
         // catches the skew, not this ordering itself; that rests on the argument above.)
         #[cfg(loom)]
         loom::sync::atomic::fence(Ordering::SeqCst);
-        if !self.reads_current()
+        if !self.reads_current::<ONE>()
             && let Err(a) = self.validate()
         {
             // `validate` checks again, and names the conflict. (If it passes, the write set
@@ -1036,7 +1053,7 @@ impl State {
         #[cfg(not(loom))]
         let guard = self.guard.as_ref();
         let mut waiters = false;
-        for w in self.writes.iter_mut().rev() {
+        for w in Self::writes_n::<ONE>(&mut self.writes).iter_mut().rev() {
             write_back_one(
                 w,
                 #[cfg(not(loom))]
@@ -1066,10 +1083,13 @@ impl State {
     /// On failure nothing is held. The common case in line: every orec free, each CAS
     /// succeeding the first time; anything else continues in `lock_writes_from`.
     #[inline(always)]
-    fn lock_writes(&mut self) -> TxResult<()> {
+    fn lock_writes<const ONE: bool>(&mut self) -> TxResult<()> {
         let id = self.id;
         let mut stopped = None;
-        for (i, w) in self.writes.iter_mut().enumerate() {
+        for (i, w) in Self::writes_n::<ONE>(&mut self.writes)
+            .iter_mut()
+            .enumerate()
+        {
             // SeqCst: as in `lock_writes_from` (this is its first load and CAS for entry `i`).
             let o = w.orec.load(Ordering::SeqCst);
             if o & (LOCKED | PINNED) == 0 {
@@ -1165,8 +1185,8 @@ impl State {
     /// it at that version. `false` sends the commit to `validate`, which looks again and says
     /// why.
     #[inline(always)]
-    fn reads_current(&self) -> bool {
-        if let [w] = &self.writes[..] {
+    fn reads_current<const ONE: bool>(&self) -> bool {
+        if ONE && let [w] = &self.writes[..] {
             // One word written (the usual read-modify-write): the only orec we hold is its, and
             // we locked it at `prev`, so a read of it is current exactly when it was read at
             // `prev` (no need to load it); any other orec is current when unlocked at its version.
