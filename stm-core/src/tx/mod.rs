@@ -1190,15 +1190,14 @@ impl State {
             // One word written (the usual read-modify-write): the only orec we hold is its, and
             // we locked it at `prev`, so a read of it is current exactly when it was read at
             // `prev` (no need to load it); any other orec is current when unlocked at its version.
-            let (mine, prev) = (w.orec, w.prev & !FLAGS);
+            // One branch per read: a read of our own orec compares `prev` instead of what the
+            // load returns (our lock); `!FLAGS` keeps `LOCKED`, so a locked orec differs.
+            let (mine, prev) = (w.orec, w.prev);
             return self.reads.iter().all(|r| {
-                if core::ptr::eq(r.orec, mine) {
-                    prev == r.version
-                } else {
-                    // SeqCst: as in `validate`, whose loads these are.
-                    let o = r.orec.load(Ordering::SeqCst);
-                    o & (LOCKED | !FLAGS) == r.version
-                }
+                // SeqCst: as in `validate`, whose loads these are.
+                let o = r.orec.load(Ordering::SeqCst);
+                let o = if core::ptr::eq(r.orec, mine) { prev } else { o };
+                o & !FLAGS == r.version
             });
         }
         self.reads.iter().all(|r| {
