@@ -1059,7 +1059,9 @@ impl State {
                 #[cfg(not(loom))]
                 guard,
             );
-            if w.owned {
+            // (The only entry of a one-word write set holds its lock.)
+            if ONE || w.owned {
+                debug_assert!(w.owned);
                 waiters |= w.prev & WAITERS != 0;
                 // Release: publishes the written-back words of this orec (stored above, in
                 // program order before it) together with the new version.
