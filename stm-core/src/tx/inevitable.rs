@@ -290,7 +290,7 @@ impl State {
         };
         if self.sink.is_some() {
             for w in &self.writes {
-                self.note_writer(w.orec_index, w.loc);
+                self.note_writer(self.orec_index_of(w.orec), w.loc);
             }
         }
         let waiters = self.release_held(wv);

@@ -171,7 +171,6 @@ struct WriteEntry {
     /// `&'t TVar`, borrowed for the whole attempt (see `Tx`).
     word: *const AtomicU64,
     orec: &'static AtomicU64,
-    orec_index: usize,
     value: u64,
     loc: SourceLocation,
     /// `Some` for `TBox` writes: `value` is an allocation owned by this entry until published.
@@ -828,8 +827,8 @@ impl State {
             // builds it, `reindex` drops it when removals take the set back under), so there is
             // none to update.
             debug_assert!(self.index.is_none());
-            let (orec, orec_index) = self.rt.orec(addr);
-            self.push_write(word, orec, orec_index, bits, loc, None);
+            let (orec, _) = self.rt.orec(addr);
+            self.push_write(word, orec, bits, loc, None);
             return Ok(());
         }
         self.write_word(word, bits, loc, None)
@@ -841,7 +840,6 @@ impl State {
         &mut self,
         word: &AtomicU64,
         orec: &'static AtomicU64,
-        orec_index: usize,
         bits: u64,
         loc: SourceLocation,
         drop_box: Option<DropFn>,
@@ -849,7 +847,6 @@ impl State {
         self.writes.push(WriteEntry {
             word,
             orec,
-            orec_index,
             value: bits,
             loc,
             drop_box,
@@ -891,7 +888,7 @@ impl State {
                 self.note_writer(orec_index, loc);
             }
         }
-        self.push_write(word, orec, orec_index, bits, loc, drop_box);
+        self.push_write(word, orec, bits, loc, drop_box);
         let n = self.writes.len();
         if let Some(ix) = &mut self.index {
             ix.insert(addr, n - 1);
@@ -1040,7 +1037,7 @@ impl State {
             // After validation (an attempt that fails it must still find the previous writer
             // of its own locked orecs in the table) and before the release that publishes it.
             for w in self.writes.iter().filter(|w| w.owned) {
-                self.note_writer(w.orec_index, w.loc);
+                self.note_writer(self.orec_index_of(w.orec), w.loc);
             }
         }
         // Our own slot is known up to our own commit (for the shared slot, the RMW acquired
@@ -1146,7 +1143,7 @@ impl State {
                             continue;
                         }
                         self.unlock_writes();
-                        let (loc, oi) = (self.writes[i].loc, self.writes[i].orec_index);
+                        let (loc, oi) = (self.writes[i].loc, self.orec_index_of(orec));
                         return Err(self.fail(
                             ConflictKind::WriteWrite,
                             loc,
