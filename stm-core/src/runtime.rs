@@ -166,7 +166,8 @@ pub(crate) struct Runtime {
     /// orec load of the reader sees the lock or the release of each commit of that slot stamped
     /// `<= c`. No cache line is written by every committer: threads that commit disjoint data
     /// share nothing.
-    pub(crate) clocks: Box<[CachePadded<AtomicU64>]>,
+    /// (An array, not a slice: indexing it by `slot & SLOT_MASK` needs no bounds check.)
+    pub(crate) clocks: Box<[CachePadded<AtomicU64>; SLOTS]>,
     /// Free exclusive slots (1..SLOTS), taken by a thread's first transaction and given back
     /// when the thread exits. Outside the protocol (taken once per thread), so a std mutex.
     free_slots: StdMutex<Vec<u64>>,
@@ -202,7 +203,9 @@ impl Runtime {
         Runtime {
             clocks: (0..SLOTS as u64)
                 .map(|s| CachePadded::new(AtomicU64::new(s)))
-                .collect(),
+                .collect::<Box<[_]>>()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("SLOTS clocks")),
             // Popped from the back: the lowest slots first.
             free_slots: StdMutex::new((1..SLOTS as u64).rev().collect()),
             slots_used: StdAtomicU64::new(1),

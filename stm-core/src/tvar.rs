@@ -63,6 +63,17 @@ impl<T: Word> TVar<T> {
         }
     }
 
+    /// Under loom only, for the models: whether this variable and `other` share a versioned
+    /// lock (a hash collision in the lock table, which has 16 entries under loom).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn shares_lock_with<U: Word>(&self, other: &TVar<U>) -> bool {
+        let rt = runtime();
+        let (a, _) = rt.orec(&self.word as *const AtomicU64 as usize);
+        let (b, _) = rt.orec(&other.word as *const AtomicU64 as usize);
+        core::ptr::eq(a, b)
+    }
+
     /// Reads the current committed value, outside any transaction (an atomic snapshot: never a
     /// value that a commit in progress has only half written).
     ///

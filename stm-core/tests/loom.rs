@@ -54,6 +54,32 @@ fn readers_never_see_half_a_commit() {
     });
 }
 
+/// One commit writes two words that share a lock (17 variables, 16 locks under loom: two of them
+/// do): the commit stores both words before it releases the lock, so a reader that sees one new
+/// word sees the other (the write-back runs backwards, releasing each lock after the last of its
+/// words: see `State::commit_update`).
+#[test]
+fn words_sharing_a_lock_are_published_together() {
+    loom::model(|| {
+        let vars: Arc<Vec<TVar<u64>>> = Arc::new((0..17).map(|_| TVar::new(0)).collect());
+        let (i, j) = (0..17)
+            .flat_map(|i| (i + 1..17).map(move |j| (i, j)))
+            .find(|&(i, j)| vars[i].shares_lock_with(&vars[j]))
+            .expect("17 variables on 16 locks");
+        let v2 = vars.clone();
+        let t = thread::spawn(move || {
+            atomically(|tx| {
+                tx.write(&v2[i], 1)?;
+                tx.write(&v2[j], 1)
+            });
+        });
+        let (x, y) = atomically(|tx| Ok((tx.read(&vars[i])?, tx.read(&vars[j])?)));
+        assert_eq!(x, y, "half a commit seen");
+        t.join().unwrap();
+        assert_eq!((vars[i].load(), vars[j].load()), (1, 1));
+    });
+}
+
 /// Write skew: each transaction reads the word the other writes, and writes only if what it
 /// read is still 0. Serialisable outcomes have at most one of the two words set. With a global
 /// clock the clock's RMW ordered the two commits; with per-thread clocks the lock CAS and the

@@ -106,6 +106,7 @@ impl State {
         for u in self.undo.drain(..) {
             if let Some(d) = self.writes.get(u.index).and_then(|w| w.drop_box) {
                 self.garbage.push((u.value, d));
+                self.extra = true;
             }
         }
     }
@@ -140,6 +141,7 @@ impl State {
             let w = &mut self.writes[u.index];
             if let Some(d) = w.drop_box {
                 self.garbage.push((w.value, d));
+                self.extra = true;
             }
             w.value = u.value;
             w.loc = u.loc;
@@ -149,6 +151,7 @@ impl State {
             debug_assert!(!w.owned);
             if let Some(d) = w.drop_box {
                 self.garbage.push((w.value, d));
+                self.extra = true;
             }
             // An inevitable attempt keeps the orec locked until it ends: harmless.
         }

@@ -5,7 +5,8 @@ use super::*;
 
 pub(super) struct ThreadCtx {
     pub(super) id: u64,
-    /// Consecutive conflict aborts of the transaction now running on this thread.
+    /// Consecutive conflict aborts of the transaction now running on this thread (0 outside
+    /// one: `Active` resets it).
     pub(super) aborts: Cell<u32>,
     /// A transaction (or its after-commit actions' caller) is running on this thread.
     pub(super) active: Cell<bool>,
@@ -67,12 +68,14 @@ pub fn thread_id() -> u64 {
     CTX.with(|c| c.id)
 }
 
-/// Clears the thread's "in a transaction" flag on every exit, unwinding included.
+/// Clears the thread's "in a transaction" flag and its abort count on every exit, unwinding
+/// included.
 pub(super) struct Active<'a>(pub(super) &'a ThreadCtx);
 
 impl Drop for Active<'_> {
     fn drop(&mut self) {
         self.0.active.set(false);
+        self.0.aborts.set(0);
     }
 }
 

@@ -179,6 +179,7 @@ impl State {
         }
         self.inevitable = true;
         self.took_token = true;
+        self.extra = true;
         self.emit(EventKind::InevitableBegin);
     }
 
@@ -289,7 +290,7 @@ impl State {
         };
         if self.sink.is_some() {
             for w in &self.writes {
-                self.note_writer(w.orec_index, w.loc);
+                self.note_writer(self.orec_index_of(w.orec), w.loc);
             }
         }
         let waiters = self.release_held(wv);

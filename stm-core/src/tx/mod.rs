@@ -40,7 +40,8 @@
 //!   spin, then abort (`WRITE_WRITE`); pinned or held by the inevitable transaction: release
 //!   everything, wait (an `INEVITABLE` pause), lock again. Validate the read set (SeqCst loads;
 //!   `WRITE_READ` on failure). Take the slot's next stamp `wv` (Release store). Write the words
-//!   back with Release, then release each orec with `store(wv << 3, Release)`.
+//!   back with Release and release each orec with `store(wv << 3, Release)`, in one backward
+//!   pass that stores every word of an orec before releasing it (see `commit_update`).
 //!
 //! Why this is a consistent snapshot. Call a commit *covered* when its stamp `t` has
 //! `t <= seen[slot(t)]`. A covered commit stored its stamp (Release) after taking its locks, and
@@ -170,7 +171,6 @@ struct WriteEntry {
     /// `&'t TVar`, borrowed for the whole attempt (see `Tx`).
     word: *const AtomicU64,
     orec: &'static AtomicU64,
-    orec_index: usize,
     value: u64,
     loc: SourceLocation,
     /// `Some` for `TBox` writes: `value` is an allocation owned by this entry until published.
@@ -198,8 +198,24 @@ struct State {
     writes: Vec<WriteEntry>,
     /// One bit per (address >> 3) % 64 of the written words: most reads skip the write-set scan.
     filter: u64,
+    // The flags that `begin` resets, together from here on (it stores them in fewer, wider
+    // stores: measured 2 instructions per transaction).
     doomed: Option<Abort>,
     inevitable: bool,
+    /// Between `begin` and `end`. Still set at the next `begin` only if a panic inside the
+    /// runtime itself left an attempt unfinished (`recover`).
+    in_attempt: bool,
+    /// Inevitable because the user asked (`inevitably`, `become_inevitable`): may have done I/O.
+    user_inevitable: bool,
+    /// This attempt held the inevitable token at some point.
+    took_token: bool,
+    /// `become_inevitable` failed: run the next attempt inevitable from its start.
+    wants_inevitable: bool,
+    /// The attempt has more to finish than its read and write sets: after-commit actions,
+    /// values to free (`garbage`), a pinned epoch, a write-set index, the inevitable token, an
+    /// event sink, wakers. Cleared by `begin`, set by whatever adds one of those; a commit
+    /// without it ends the short way (`end_plain`, no `release`).
+    extra: bool,
     id: u64,
     /// This thread's clock slot (`Runtime::clocks`); 0 is the shared one.
     slot: u64,
@@ -210,12 +226,6 @@ struct State {
     /// `Tx::hold` kept, freed when it ends.
     garbage: Vec<(u64, DropFn)>,
     held: Vec<Held>,
-    /// Inevitable because the user asked (`inevitably`, `become_inevitable`): may have done I/O.
-    user_inevitable: bool,
-    /// This attempt held the inevitable token at some point.
-    took_token: bool,
-    /// `become_inevitable` failed: run the next attempt inevitable from its start.
-    wants_inevitable: bool,
     /// After-commit actions of attempts that did not commit, dropped by `release`.
     dropped_actions: Vec<Box<dyn FnOnce()>>,
     /// Where a retrying attempt keeps its read set while it waits (reused between retries).
@@ -457,7 +467,9 @@ impl<'t, 'env> Tx<'t, 'env> {
     /// assert_eq!(lines.try_recv().unwrap(), "balance now 70");
     /// ```
     pub fn after_commit(&self, f: impl FnOnce() + 'static) {
-        self.st().after.push(Box::new(f));
+        let s = self.st();
+        s.after.push(Box::new(f));
+        s.extra = true;
     }
 
     /// Keeps `value` alive until this attempt has committed or rolled back, and lends it for
@@ -486,7 +498,9 @@ impl<'t, 'env> Tx<'t, 'env> {
         // The clone goes to the attempt's garbage, which `release` frees after the commit or
         // rollback (a thin pointer to a box, so that unsized `T` fits the list's `u64`).
         let kept = Box::into_raw(Box::new(value)) as usize as u64;
-        self.st().garbage.push((kept, drop_held::<T>));
+        let s = self.st();
+        s.garbage.push((kept, drop_held::<T>));
+        s.extra = true;
         // SAFETY: `p` points into the `Arc`'s allocation, which the clone just moved into the
         // garbage list keeps alive (an `Arc` never moves its value) until `release` frees it,
         // after the attempt has committed or rolled back, so after every use of 't (the body
@@ -508,6 +522,8 @@ impl State {
             slot: rt.acquire_slot(),
             seen,
             inevitable: false,
+            in_attempt: false,
+            extra: false,
             user_inevitable: false,
             doomed: None,
             reads: Vec::with_capacity(READS_RESERVED),
@@ -541,14 +557,17 @@ impl State {
     /// Starts an attempt: a fresh snapshot. Every set is empty (see `end`).
     #[inline(always)]
     fn begin(&mut self, inevitable_from_start: bool) {
-        if !(self.reads.is_empty()
-            && self.writes.is_empty()
-            && self.held.is_empty()
-            && self.after.is_empty())
-            || self.inevitable
-        {
+        if self.in_attempt {
             self.recover();
         }
+        debug_assert!(
+            self.reads.is_empty()
+                && self.writes.is_empty()
+                && self.held.is_empty()
+                && self.after.is_empty()
+                && !self.inevitable
+        );
+        self.in_attempt = true;
         // The snapshot `seen` is where the previous attempts of this thread left it, not a
         // fresh read of every clock: each entry was loaded (Acquire) before this attempt
         // started, which is all the snapshot argument needs (see the module doc), and a word
@@ -571,6 +590,8 @@ impl State {
             self.conflict = None;
         }
         self.sink = sink;
+        // Events to emit at the end: not the short way.
+        self.extra = sink.is_some();
     }
 
     /// Whether the attempt now starting is timed (see `hook::Timing`).
@@ -622,6 +643,23 @@ impl State {
             // in `release`, outside this one.
             self.dropped_actions.append(&mut self.after);
         }
+        self.in_attempt = false;
+    }
+
+    /// `end` for a committed attempt without `extra`: nothing but the read and write sets to
+    /// empty (their entries own nothing: no `TBox` value, since a `TBox` write pins the epoch),
+    /// and nothing for `release` to do but `ThreadCtx::late`.
+    #[inline(always)]
+    fn end_plain(&mut self) {
+        debug_assert!(!self.extra && self.after.is_empty() && self.index.is_none());
+        debug_assert!(self.garbage.is_empty() && self.dropped_actions.is_empty());
+        debug_assert!(self.guard_is_none() && self.held.is_empty() && !self.inevitable);
+        debug_assert!(self.writes.iter().all(|w| !w.owned && w.drop_box.is_none()));
+        debug_assert!(self.branches.is_empty() && self.undo.is_empty());
+        self.writes.clear();
+        self.filter = 0;
+        self.reads.clear();
+        self.in_attempt = false;
     }
 
     // ----- read -----
@@ -791,8 +829,8 @@ impl State {
             // builds it, `reindex` drops it when removals take the set back under), so there is
             // none to update.
             debug_assert!(self.index.is_none());
-            let (orec, orec_index) = self.rt.orec(addr);
-            self.push_write(word, orec, orec_index, bits, loc, None);
+            let (orec, _) = self.rt.orec(addr);
+            self.push_write(word, orec, bits, loc, None);
             return Ok(());
         }
         self.write_word(word, bits, loc, None)
@@ -804,7 +842,6 @@ impl State {
         &mut self,
         word: &AtomicU64,
         orec: &'static AtomicU64,
-        orec_index: usize,
         bits: u64,
         loc: SourceLocation,
         drop_box: Option<DropFn>,
@@ -812,7 +849,6 @@ impl State {
         self.writes.push(WriteEntry {
             word,
             orec,
-            orec_index,
             value: bits,
             loc,
             drop_box,
@@ -836,6 +872,7 @@ impl State {
                 // The fresh allocation of `write_box`: freed by `release`, not here, since its
                 // `Drop` may reach this state.
                 self.garbage.push((bits, d));
+                self.extra = true;
             }
             return Err(a);
         }
@@ -853,11 +890,12 @@ impl State {
                 self.note_writer(orec_index, loc);
             }
         }
-        self.push_write(word, orec, orec_index, bits, loc, drop_box);
+        self.push_write(word, orec, bits, loc, drop_box);
         let n = self.writes.len();
         if let Some(ix) = &mut self.index {
             ix.insert(addr, n - 1);
         } else if n > INDEX_AFTER {
+            self.extra = true;
             self.index = Some(
                 self.writes
                     .iter()
@@ -890,6 +928,7 @@ impl State {
             // The superseded allocation may be borrowed by a `read_box` of this attempt:
             // free it when the attempt ends, not now.
             self.garbage.push((w.value, d));
+            self.extra = true;
         }
         w.value = bits;
         w.loc = loc;
@@ -924,14 +963,18 @@ impl State {
     /// decided inline.
     #[inline(always)]
     fn commit_fast(&mut self) -> TxResult<bool> {
-        if self.writes.is_empty() && self.doomed.is_none() && !self.inevitable {
-            return Ok(true);
+        if self.doomed.is_none() && !self.inevitable {
+            if self.writes.is_empty() {
+                return Ok(true);
+            }
+            return self.commit_update().map(|()| false);
         }
         self.commit()
     }
 
     /// Commits; returns whether the attempt wrote nothing. On failure everything is already
     /// released.
+    #[cold]
     #[inline(never)]
     fn commit(&mut self) -> TxResult<bool> {
         if let Some(a) = self.doomed {
@@ -945,9 +988,144 @@ impl State {
         if read_only {
             return Ok(true);
         }
+        self.commit_update().map(|()| false)
+    }
+
+    /// The commit of a normal, healthy attempt that wrote something (see the protocol in the
+    /// module doc).
+    #[inline(never)]
+    fn commit_update(&mut self) -> TxResult<()> {
+        debug_assert!(self.doomed.is_none() && !self.inevitable && !self.writes.is_empty());
+        // One word written is the common case (a read-modify-write): the same code, with the
+        // loops over the write set known to run once.
+        if self.writes.len() == 1 {
+            self.commit_update_n::<true>()
+        } else {
+            self.commit_update_n::<false>()
+        }
+    }
+
+    /// The write set, as a slice known to have one entry when `ONE` (the caller checked).
+    #[inline(always)]
+    fn writes_n<const ONE: bool>(writes: &mut [WriteEntry]) -> &mut [WriteEntry] {
+        if ONE { &mut writes[..1] } else { writes }
+    }
+
+    #[inline(always)]
+    fn commit_update_n<const ONE: bool>(&mut self) -> TxResult<()> {
+        self.lock_writes::<ONE>()?;
+        // Validate every read now that the write set is locked. Two committers that each read
+        // a word the other writes (write skew) lock (SeqCst RMW) and then validate (SeqCst
+        // loads): in the single total order of SeqCst operations one of them validates after
+        // the other's lock, sees it and aborts. There is no global clock RMW to order them.
+        // Loom does not model SeqCst loads as such, only SeqCst fences: the model gets a fence
+        // here, which is at least as strong. (The loom build's `orec_written` signal, a mutex,
+        // also orders the two lock CASes, so the model checks that validation happens and
+        // catches the skew, not this ordering itself; that rests on the argument above.)
+        #[cfg(loom)]
+        loom::sync::atomic::fence(Ordering::SeqCst);
+        if !self.reads_current::<ONE>()
+            && let Err(a) = self.validate()
+        {
+            // `validate` checks again, and names the conflict. (If it passes, the write set
+            // was locked before its loads too: a validation as good as the first.)
+            self.unlock_writes();
+            return Err(a);
+        }
+        // Locked and validated: this is the commit's serialisation point. Stamp it with our
+        // slot's next stamp (a Release store, after the locks, before any release).
+        let wv = self.rt.next_stamp(self.slot);
+        if self.sink.is_some() {
+            // After validation (an attempt that fails it must still find the previous writer
+            // of its own locked orecs in the table) and before the release that publishes it.
+            for w in self.writes.iter().filter(|w| w.owned) {
+                self.note_writer(self.orec_index_of(w.orec), w.loc);
+            }
+        }
+        // Our own slot is known up to our own commit (for the shared slot, the RMW acquired
+        // the other sharers' earlier stamps too).
+        self.seen[(self.slot & SLOT_MASK) as usize] = wv;
+        // Write back and release in one pass, backwards: the entry that holds an orec's lock
+        // is the first of the entries on that orec (`lock_writes` locks in order; the later
+        // ones find the lock already ours), so going backwards every word of an orec is stored
+        // before the orec is released.
+        #[cfg(not(loom))]
+        let guard = self.guard.as_ref();
+        let mut waiters = false;
+        for w in Self::writes_n::<ONE>(&mut self.writes).iter_mut().rev() {
+            write_back_one(
+                w,
+                #[cfg(not(loom))]
+                guard,
+            );
+            // (The only entry of a one-word write set holds its lock.)
+            if ONE || w.owned {
+                debug_assert!(w.owned);
+                waiters |= w.prev & WAITERS != 0;
+                // Release: publishes the written-back words of this orec (stored above, in
+                // program order before it) together with the new version.
+                crate::sync::release_orec(w.orec, wv << SHIFT);
+                self.rt.orec_written();
+                w.owned = false;
+            }
+        }
+        if waiters {
+            self.rt.commits.notify();
+            #[cfg(feature = "async")]
+            {
+                self.collect_wakers();
+                self.extra = true; // wakers to wake
+            }
+        }
+        Ok(())
+    }
+
+    /// Locks the orec of every write-set entry (the first entry on each orec holds its lock).
+    /// On failure nothing is held. The common case in line: every orec free, each CAS
+    /// succeeding the first time; anything else continues in `lock_writes_from`.
+    #[inline(always)]
+    fn lock_writes<const ONE: bool>(&mut self) -> TxResult<()> {
+        let id = self.id;
+        let mut stopped = None;
+        for (i, w) in Self::writes_n::<ONE>(&mut self.writes)
+            .iter_mut()
+            .enumerate()
+        {
+            // SeqCst: as in `lock_writes_from` (this is its first load and CAS for entry `i`).
+            let o = w.orec.load(Ordering::SeqCst);
+            if o & (LOCKED | PINNED) == 0 {
+                let new = locked_word(id, i, o & WAITERS);
+                // SeqCst: see `lock_writes_from`.
+                if w.orec
+                    .compare_exchange(o, new, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.rt.orec_written();
+                    w.prev = o;
+                    w.owned = true;
+                    continue;
+                }
+            } else if o & (LOCKED | PINNED) == LOCKED && owner_of(o) == id {
+                continue; // another word of ours shares this orec
+            }
+            stopped = Some(i);
+            break;
+        }
+        match stopped {
+            None => Ok(()),
+            Some(i) => self.lock_writes_from(i),
+        }
+    }
+
+    /// `lock_writes` from entry `first` on, with every case: spinning on another committer's
+    /// lock, pausing on the inevitable transaction's (releasing everything, then locking again
+    /// from the start), giving up.
+    #[cold]
+    #[inline(never)]
+    fn lock_writes_from(&mut self, first: usize) -> TxResult<()> {
+        let mut first = first;
         'again: loop {
-            // Lock the write set.
-            for i in 0..self.writes.len() {
+            for i in core::mem::take(&mut first)..self.writes.len() {
                 let orec = self.writes[i].orec;
                 let mut spin = Spin::new();
                 loop {
@@ -967,7 +1145,7 @@ impl State {
                             continue;
                         }
                         self.unlock_writes();
-                        let (loc, oi) = (self.writes[i].loc, self.writes[i].orec_index);
+                        let (loc, oi) = (self.writes[i].loc, self.orec_index_of(orec));
                         return Err(self.fail(
                             ConflictKind::WriteWrite,
                             loc,
@@ -985,7 +1163,7 @@ impl State {
                     // SeqCst (an AcqRel RMW, and in the single total order): Acquire pairs with
                     // the previous release of this orec; the lock is sequenced before our clock
                     // store, whose Release publishes it to readers; SeqCst orders it before our
-                    // SeqCst validation loads for a concurrent committer (see below).
+                    // SeqCst validation loads for a concurrent committer (see `commit`).
                     if orec
                         .compare_exchange(o, new, Ordering::SeqCst, Ordering::Relaxed)
                         .is_ok()
@@ -999,80 +1177,55 @@ impl State {
                     spin.spin();
                 }
             }
-            break;
+            return Ok(());
         }
-        // Validate every read now that the write set is locked. Two committers that each read
-        // a word the other writes (write skew) lock (SeqCst RMW) and then validate (SeqCst
-        // loads): in the single total order of SeqCst operations one of them validates after
-        // the other's lock, sees it and aborts. There is no global clock RMW to order them.
-        // Loom does not model SeqCst loads as such, only SeqCst fences: the model gets a fence
-        // here, which is at least as strong. (The loom build's `orec_written` signal, a mutex,
-        // also orders the two lock CASes, so the model checks that validation happens and
-        // catches the skew, not this ordering itself; that rests on the argument above.)
-        #[cfg(loom)]
-        loom::sync::atomic::fence(Ordering::SeqCst);
-        if !self.reads.is_empty()
-            && let Err(a) = self.validate()
-        {
-            self.unlock_writes();
-            return Err(a);
+    }
+
+    /// The common case of `validate` at commit, with the write set locked: whether every read
+    /// orec still holds the version it was read at, or is locked by this attempt, which locked
+    /// it at that version. `false` sends the commit to `validate`, which looks again and says
+    /// why.
+    #[inline(always)]
+    fn reads_current<const ONE: bool>(&self) -> bool {
+        if ONE && let [w] = &self.writes[..] {
+            // One word written (the usual read-modify-write): the only orec we hold is its, and
+            // we locked it at `prev`, so a read of it is current exactly when it was read at
+            // `prev` (no need to load it); any other orec is current when unlocked at its version.
+            // One branch per read: a read of our own orec compares `prev` instead of what the
+            // load returns (our lock); `!FLAGS` keeps `LOCKED`, so a locked orec differs.
+            let (mine, prev) = (w.orec, w.prev);
+            return self.reads.iter().all(|r| {
+                // SeqCst: as in `validate`, whose loads these are.
+                let o = r.orec.load(Ordering::SeqCst);
+                let o = if core::ptr::eq(r.orec, mine) { prev } else { o };
+                o & !FLAGS == r.version
+            });
         }
-        // Locked and validated: this is the commit's serialisation point. Stamp it with our
-        // slot's next stamp (a Release store, after the locks, before any release).
-        let wv = self.rt.next_stamp(self.slot);
-        if self.sink.is_some() {
-            // After validation (an attempt that fails it must still find the previous writer
-            // of its own locked orecs in the table) and before the release that publishes it.
-            for w in self.writes.iter().filter(|w| w.owned) {
-                self.note_writer(w.orec_index, w.loc);
+        self.reads.iter().all(|r| {
+            // SeqCst: as in `validate`, whose loads these are.
+            let o = r.orec.load(Ordering::SeqCst);
+            if o & LOCKED == 0 {
+                o & !FLAGS == r.version
+            } else {
+                o & PINNED == 0
+                    && owner_of(o) == self.id
+                    && self.prev_of_own_lock(o, r.orec) & !FLAGS == r.version
             }
-        }
-        self.write_back();
-        // Our own slot is known up to our own commit (for the shared slot, the RMW acquired
-        // the other sharers' earlier stamps too).
-        self.seen[(self.slot & SLOT_MASK) as usize] = wv;
-        let mut waiters = false;
-        for w in self.writes.iter_mut() {
-            if w.owned {
-                waiters |= w.prev & WAITERS != 0;
-                // Release: publishes the written-back words together with the new version.
-                crate::sync::release_orec(w.orec, wv << SHIFT);
-                self.rt.orec_written();
-                w.owned = false;
-            }
-        }
-        if waiters {
-            self.rt.commits.notify();
-            #[cfg(feature = "async")]
-            self.collect_wakers();
-        }
-        Ok(false)
+        })
     }
 
     /// Stores the redo log into the words (their orecs are locked by us) and retires replaced
     /// boxed values.
     #[inline(always)]
     fn write_back(&mut self) {
+        #[cfg(not(loom))]
+        let guard = self.guard.as_ref();
         for w in self.writes.iter_mut() {
-            // SAFETY: `w.word` is valid until the attempt ends (see `WriteEntry::word`).
-            let word = unsafe { &*w.word };
-            // Relaxed: we hold the orec lock, so the last write of this word was by a commit
-            // whose release we acquired when locking (only `TBox` words need the old value).
-            #[cfg(not(loom))]
-            let old = w.drop_box.map(|_| word.load(Ordering::Relaxed));
-            // Release: pairs with readers' Acquire word load (see the module doc).
-            word.store(w.value, Ordering::Release);
-            #[cfg(not(loom))]
-            if let (Some(old), Some(d), Some(g)) = (old, w.drop_box.take(), self.guard.as_ref()) {
-                // SAFETY: `old` was published by a commit (or `TBox::new`) and the word no
-                // longer holds it: an attempt that pins from now on and then reads the word
-                // finds our lock or our new value, never `old`. Attempts that may still hold it
-                // pinned before reading it, and the epoch frees it only after they unpin. `d`
-                // frees a `Box<T>` of this very `TBox<T>`'s type.
-                // Freed through `drop_retired`, which holds it back while this thread is in a
-                // transaction (collection may run inside this thread's own `pin()`).
-                unsafe { g.defer_unchecked(move || drop_retired(old, d)) };
-            }
+            write_back_one(
+                w,
+                #[cfg(not(loom))]
+                guard,
+            );
         }
     }
 
@@ -1100,6 +1253,32 @@ impl State {
             self.give_back_token();
         }
         self.free_pending();
+    }
+}
+
+/// Stores one redo-log entry into its word (whose orec is locked by us) and retires the boxed
+/// value it replaces.
+#[inline(always)]
+fn write_back_one(w: &mut WriteEntry, #[cfg(not(loom))] guard: Option<&crossbeam_epoch::Guard>) {
+    // SAFETY: `w.word` is valid until the attempt ends (see `WriteEntry::word`).
+    let word = unsafe { &*w.word };
+    // Relaxed: we hold the orec lock, so the last write of this word was by a commit whose
+    // release we acquired when locking (only `TBox` words need the old value).
+    #[cfg(not(loom))]
+    let old = w.drop_box.map(|_| word.load(Ordering::Relaxed));
+    // Release: pairs with readers' Acquire word load (see the module doc).
+    word.store(w.value, Ordering::Release);
+    #[cfg(not(loom))]
+    if let Some(old) = old
+        && let (Some(d), Some(g)) = (w.drop_box.take(), guard)
+    {
+        // SAFETY: `old` was published by a commit (or `TBox::new`) and the word no longer holds
+        // it: an attempt that pins from now on and then reads the word finds our lock or our
+        // new value, never `old`. Attempts that may still hold it pinned before reading it, and
+        // the epoch frees it only after they unpin. `d` frees a `Box<T>` of this very
+        // `TBox<T>`'s type. Freed through `drop_retired`, which holds it back while this thread
+        // is in a transaction (collection may run inside this thread's own `pin()`).
+        unsafe { g.defer_unchecked(move || drop_retired(old, d)) };
     }
 }
 

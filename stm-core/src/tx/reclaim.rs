@@ -74,7 +74,9 @@ impl<'t, 'env> Tx<'t, 'env> {
     pub(super) fn pin_epoch(&self) {
         if self.st().guard.is_none() {
             let g = crossbeam_epoch::pin();
-            self.st().guard = Some(g);
+            let s = self.st();
+            s.guard = Some(g);
+            s.extra = true;
         }
     }
 }
@@ -97,6 +99,7 @@ impl State {
         for w in self.writes.drain(..) {
             if let Some(d) = w.drop_box {
                 self.garbage.push((w.value, d));
+                self.extra = true;
             }
         }
         self.filter = 0;

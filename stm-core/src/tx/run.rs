@@ -60,9 +60,10 @@ where
             _attempt: PhantomData,
             _env: PhantomData,
         };
-        let mut force_inevitable = matches!(mode, Mode::Inevitable);
+        // The first attempt starts with no abort behind it (`Active` resets the count on every
+        // way out of the loop).
+        let mut from_start = matches!(mode, Mode::Inevitable);
         loop {
-            let from_start = force_inevitable || ctx.aborts.get() >= rt.abort_limit;
             {
                 let s = tx.st();
                 s.begin(from_start);
@@ -88,7 +89,6 @@ where
                     ctx.counters.bump(stats::PANICS);
                     s.emit_abort(AbortCause::Panic);
                     s.end();
-                    ctx.aborts.set(0);
                     drop(active);
                     release(ctx, state);
                     resume_unwind(payload);
@@ -97,12 +97,22 @@ where
             match r {
                 Ok(v) => match s.commit_fast() {
                     Ok(read_only) => {
-                        let inev = s.took_token;
                         ctx.counters.bump(if read_only {
                             stats::READ_ONLY_COMMITS
                         } else {
                             stats::UPDATE_COMMITS
                         });
+                        if !s.extra {
+                            // The common end (see `State::extra`): no token, no event, no
+                            // action, nothing to free.
+                            s.end_plain();
+                            drop(active);
+                            if ctx.late_pending.get() {
+                                release(ctx, state);
+                            }
+                            return Some(Ok(v));
+                        }
+                        let inev = s.took_token;
                         if inev {
                             ctx.counters.bump(stats::INEVITABLE_RUNS);
                         }
@@ -133,7 +143,6 @@ where
                             Some(core::mem::take(&mut s.after))
                         };
                         s.end();
-                        ctx.aborts.set(0);
                         // Not in a transaction any more: a value's `Drop` run by `release` may
                         // start one of its own.
                         drop(active);
@@ -157,7 +166,6 @@ where
                     ctx.counters.bump(stats::CANCELS);
                     s.emit_abort(AbortCause::Cancel);
                     s.end();
-                    ctx.aborts.set(0);
                     drop(active);
                     release(ctx, state);
                     return Some(Err(e));
@@ -184,7 +192,7 @@ where
                         ctx.counters.bump(stats::RETRIES);
                         s.emit_abort(AbortCause::Retry);
                         ctx.aborts.set(0);
-                        force_inevitable = false;
+                        from_start = false;
                         #[cfg(feature = "async")]
                         if let Some(list) = wait.as_deref_mut() {
                             // Async: the future waits; this transaction is over.
@@ -216,10 +224,11 @@ where
                 }
             }
             // A failed become_inevitable asks for an inevitable rerun.
-            force_inevitable = matches!(mode, Mode::Inevitable) || s.wants_inevitable;
+            let force_inevitable = matches!(mode, Mode::Inevitable) || s.wants_inevitable;
             s.end();
             release_between_attempts(ctx, state);
             backoff(ctx.aborts.get());
+            from_start = force_inevitable || ctx.aborts.get() >= rt.abort_limit;
         }
     })
 }
