@@ -88,7 +88,9 @@ impl State {
         return true;
     }
 
-    /// Empties the write set; its unpublished `TBox` allocations go to `garbage`.
+    /// Empties the write set; its unpublished `TBox` allocations go to `garbage`. Clears the
+    /// filter (all ones in an unlogged attempt, see `State::unlogged`: the loop below is then
+    /// empty).
     #[inline]
     pub(super) fn free_pending(&mut self) {
         if self.writes.is_empty() && self.filter == 0 {
