@@ -89,16 +89,16 @@ impl State {
     }
 
     /// Empties the write set; its unpublished `TBox` allocations go to `garbage`. Clears the
-    /// filter (all ones in an unlogged attempt, see `State::unlogged`: the loop below is then
-    /// empty).
+    /// filter (all ones in an unlogged attempt, see `State::unlogged`) and the index. A committed
+    /// attempt's write set is empty already (its values are published), as is a read-only one's:
+    /// no loop then (an empty `drain` still cost about ten instructions per update commit).
     #[inline]
     pub(super) fn free_pending(&mut self) {
-        if self.writes.is_empty() && self.filter == 0 {
-            return;
-        }
-        for w in self.writes.drain(..) {
-            if let Some(d) = w.drop_box {
-                self.garbage.push((w.value, d));
+        if !self.writes.is_empty() {
+            for w in self.writes.drain(..) {
+                if let Some(d) = w.drop_box {
+                    self.garbage.push((w.value, d));
+                }
             }
         }
         self.filter = 0;
