@@ -15,7 +15,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use stm_core::{TBox, TVar, TxError, atomically, stats, try_atomically};
+use stm_core::{
+    Event, EventKind, EventSink, TBox, TVar, TxError, atomically, set_event_sink, stats,
+    try_atomically,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -368,4 +371,60 @@ fn a_long_unlogged_reader_finishes_among_writers() {
         }
         done.store(true, Ordering::SeqCst);
     });
+}
+
+/// Collects the events of one thread.
+struct Collect(u64, Mutex<Vec<Event>>);
+
+impl EventSink for Collect {
+    fn event(&self, e: &Event) {
+        if e.thread == self.0 {
+            self.1.lock().unwrap().push(*e);
+        }
+    }
+}
+
+#[test]
+fn with_an_event_sink_every_attempt_keeps_a_read_set() {
+    let _serial = serial();
+    // A thread of its own: its table of sites is empty, so without the sink the first call
+    // would run twice.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let sink = Arc::new(Collect(stm_core::thread_id(), Mutex::new(Vec::new())));
+            set_event_sink(Some(sink.clone()));
+            let v = TVar::new(0u64);
+            let runs = step(&v, true);
+            set_event_sink(None);
+            assert_eq!((runs, v.load()), (1, 1));
+            // One attempt, one commit: no stop reaches the sink.
+            let kinds: Vec<_> = sink.1.lock().unwrap().iter().map(|e| e.kind).collect();
+            assert!(
+                matches!(
+                    kinds[..],
+                    [
+                        EventKind::Start { .. },
+                        EventKind::Commit {
+                            read_only: false,
+                            ..
+                        }
+                    ]
+                ),
+                "{kinds:?}"
+            );
+            // Without the sink, a fresh site that writes stops once again.
+            let w = TVar::new(0u64);
+            assert_eq!(step_elsewhere(&w), 2);
+        });
+    });
+}
+
+/// Another call site that writes.
+fn step_elsewhere(v: &TVar<u64>) -> usize {
+    let runs = Cell::new(0);
+    atomically(|tx| {
+        runs.set(runs.get() + 1);
+        tx.modify(v, |x| x + 1)
+    });
+    runs.get()
 }
