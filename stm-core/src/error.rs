@@ -42,6 +42,13 @@ pub enum AbortCause {
     Cancel,
     /// The body panicked.
     Panic,
+    /// The attempt ran without a read set (an inferred read-only attempt, see
+    /// [`atomically`](crate::atomically)) and reached something that needs one: a write,
+    /// [`Tx::retry`](crate::Tx::retry) that must wait, [`Tx::become_inevitable`](crate::Tx::become_inevitable),
+    /// or a read of a word newer than its snapshot. The runtime runs the body again at once.
+    /// Not a conflict; an event sink never sees it (while one is installed, every attempt keeps
+    /// a read set).
+    NeedsReadSet,
 }
 
 /// The error that ends a doomed attempt; the runtime catches it and runs the body again.
@@ -87,6 +94,9 @@ impl fmt::Display for Abort {
             AbortCause::Retry => f.write_str("transaction is waiting for a read word to change"),
             AbortCause::Cancel => f.write_str("transaction cancelled by its body"),
             AbortCause::Panic => f.write_str("transaction body panicked"),
+            AbortCause::NeedsReadSet => {
+                f.write_str("transaction ran without a read set and needs one: it runs again")
+            }
         }
     }
 }

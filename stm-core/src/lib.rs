@@ -34,7 +34,8 @@
 //! - Committed transactions are serializable, and a running attempt never observes a state that
 //!   no serial execution could produce (opacity): a doomed attempt cannot loop forever or index
 //!   out of bounds on inconsistent values.
-//! - Read-only transactions write no shared memory.
+//! - Read-only transactions write no shared memory, and need no hint: a call site of
+//!   [`atomically`] that has not written lately runs without a read set (see its documentation).
 //! - Progress: after [`Config::abort_limit`] consecutive aborts an attempt runs as the single
 //!   inevitable transaction, which never aborts.
 //! - [`inevitably`] / [`Tx::become_inevitable`]: irrevocable transactions for side effects, one

@@ -19,7 +19,8 @@ pub(crate) const INEVITABLE_RUNS: usize = 5;
 pub(crate) const RETRIES: usize = 6;
 pub(crate) const CANCELS: usize = 7;
 pub(crate) const PANICS: usize = 8;
-const N: usize = 9;
+pub(crate) const UNLOGGED_RERUNS: usize = 9;
+const N: usize = 10;
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters(CachePadded<[AtomicU64; N]>);
@@ -89,6 +90,12 @@ pub struct Stats {
     pub cancels: u64,
     /// Attempts whose body panicked.
     pub panics: u64,
+    /// Attempts run without a read set (inferred read-only, see
+    /// [`atomically`](crate::atomically)) that stopped and ran the body again: with a read set
+    /// when the body wrote, waited in `retry` or became inevitable, or with a newer snapshot when
+    /// a read met a word newer than its snapshot. Not conflict aborts: not in [`Stats::aborts`],
+    /// and not counted towards [`Config::abort_limit`](crate::Config::abort_limit).
+    pub unlogged_reruns: u64,
 }
 
 impl Stats {
@@ -127,6 +134,7 @@ impl Stats {
             retries: self.retries.saturating_sub(earlier.retries),
             cancels: self.cancels.saturating_sub(earlier.cancels),
             panics: self.panics.saturating_sub(earlier.panics),
+            unlogged_reruns: self.unlogged_reruns.saturating_sub(earlier.unlogged_reruns),
         }
     }
 }
@@ -155,5 +163,6 @@ pub fn stats() -> Stats {
         retries: s[RETRIES],
         cancels: s[CANCELS],
         panics: s[PANICS],
+        unlogged_reruns: s[UNLOGGED_RERUNS],
     }
 }

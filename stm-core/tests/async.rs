@@ -75,23 +75,26 @@ fn retry_is_pending_until_a_read_word_changes() {
         Ok::<u64, TxError<()>>(v)
     });
     assert!(poll_once(&mut f, &w).is_pending());
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // The first attempt may run without a read set (an inferred read-only one) and stop at the
+    // `retry`, which needs one: then the body runs again at once, with a read set.
+    let first = runs.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&first), "{first} runs");
     // The registration holds one clone of the waker.
     assert_eq!(Arc::strong_count(&waker), 3);
     // A poll with nothing changed neither reruns the body nor wakes.
     assert!(poll_once(&mut f, &w).is_pending());
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(runs.load(Ordering::SeqCst), first);
     // A commit that writes another word does not wake it (unless the words share an orec,
     // which this test does not rule out: then the poll below just waits on).
     atomically(|tx| tx.write(&other, 1));
     assert!(poll_once(&mut f, &w).is_pending());
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(runs.load(Ordering::SeqCst), first);
     // The commit that writes the flag wakes it, and the next poll completes.
     let before = waker.woken.load(Ordering::SeqCst);
     atomically(|tx| tx.write(&flag, 9));
     assert_eq!(waker.woken.load(Ordering::SeqCst), before + 1);
     assert_eq!(poll_once(&mut f, &w), Poll::Ready(Ok(9)));
-    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(runs.load(Ordering::SeqCst), first + 1);
     drop(f);
     assert_eq!(
         Arc::strong_count(&waker),

@@ -171,8 +171,10 @@ pub struct RunStats {
     pub tasks: u64,
     /// Tasks that committed (`tasks - panics`).
     pub commits: u64,
-    /// Attempts rolled back and run again: conflicts and `retry` wake-ups. (An ordered-mode
-    /// attempt that gives up in order to wait for its turn is not counted.)
+    /// Attempts rolled back and run again: conflicts, `retry` wake-ups, and attempts that ran
+    /// without a read set and needed one (`stm_core::Stats::unlogged_reruns`: typically a
+    /// worker's first task that writes). (An ordered-mode attempt that gives up in order to wait
+    /// for its turn is not counted.)
     pub aborts: u64,
     /// Tasks that panicked (in an attempt, whose writes are then discarded, or in an
     /// after-commit action, after their transaction committed; either way the tasks they added

@@ -148,6 +148,9 @@ pub(super) fn wake_all(mut wakers: Vec<Waker>) {
 #[must_use = "futures do nothing unless polled"]
 pub struct TxFuture<F, R, E> {
     body: F,
+    /// The caller of the entry point: decides whether the first attempt keeps a read set (see
+    /// `run::execute`).
+    site: SourceLocation,
     /// The read set of the last attempt, which retried (empty when not waiting).
     wait: WaitList,
     /// The distinct orecs of `wait` (their addresses, sorted).
@@ -196,7 +199,12 @@ where
         }
         loop {
             this.wait.clear();
-            match execute(&mut this.body, Mode::Normal, Some(&mut this.wait)) {
+            match execute(
+                &mut this.body,
+                Mode::Normal,
+                this.site,
+                Some(&mut this.wait),
+            ) {
                 Some(r) => {
                     this.wait = Vec::new();
                     this.keys = Vec::new();
@@ -249,12 +257,14 @@ impl<F, R, E> Drop for TxFuture<F, R, E> {
 /// }));
 /// assert_eq!(r, Ok(2));
 /// ```
+#[track_caller]
 pub fn try_atomically_async<'env, R, E, F>(f: F) -> TxFuture<F, R, E>
 where
     F: for<'t> FnMut(&mut Tx<'t, 'env>) -> Result<R, TxError<E>>,
 {
     TxFuture {
         body: f,
+        site: Location::caller(),
         wait: Vec::new(),
         keys: Vec::new(),
         registered: None,
@@ -305,6 +315,7 @@ where
 /// assert_eq!(block_on(consumer), 5);
 /// producer.join().unwrap();
 /// ```
+#[track_caller]
 pub fn atomically_async<'env, R, F>(mut f: F) -> impl Future<Output = R>
 where
     F: for<'t> FnMut(&mut Tx<'t, 'env>) -> TxResult<R>,

@@ -195,6 +195,11 @@ impl State {
         if let Some(a) = self.doomed {
             return Err(a);
         }
+        if self.unlogged {
+            // The reads so far must be pinned at the versions they were read at, which only a
+            // read set knows: rerun with one.
+            return Err(self.stop_unlogged(true));
+        }
         if self.inevitable {
             self.user_inevitable = true;
             return Ok(());

@@ -216,6 +216,19 @@ struct State {
     /// event sink, wakers. Cleared by `begin`, set by whatever adds one of those; a commit
     /// without it ends the short way (`end_plain`, no `release`).
     extra: bool,
+    /// This attempt keeps no read set (an inferred read-only attempt, see `run::execute`): each
+    /// read is checked against the snapshot and forgotten; whatever would consult the read set
+    /// (a write, a `retry` that waits, `become_inevitable`, an extension after a read) stops the
+    /// attempt with `NeedsReadSet` instead. `filter` is all ones meanwhile, so that every write
+    /// leaves `write_fast` for `write_word`, and `read_fast` reaches its unlogged branch
+    /// without a test on the logged path.
+    unlogged: bool,
+    /// This unlogged attempt has read a word: its snapshot can no longer move forward.
+    touched: bool,
+    /// Why this unlogged attempt stopped with `NeedsReadSet`: `true` when the next attempt
+    /// needs a read set (a write, `retry`, `become_inevitable`); `false` when it only needs a
+    /// newer snapshot. Reset by the attempt loop when it has read it (`stopped_unlogged`).
+    needs_log: bool,
     id: u64,
     /// This thread's clock slot (`Runtime::clocks`); 0 is the shared one.
     slot: u64,
@@ -251,6 +264,32 @@ struct State {
     /// Async waiters of the orecs the last commit released, woken once it has ended.
     #[cfg(feature = "async")]
     to_wake: Vec<core::task::Waker>,
+    /// Call sites of `atomically` that needed a read set lately (see `run::execute`).
+    sites: [Site; SITES],
+}
+
+/// Entries of the per-thread table of call sites (a power of two).
+const SITES: usize = 64;
+/// Read-only commits of a site after which it runs without a read set again.
+const SITE_DECAY: u32 = 64;
+
+/// A call site of `atomically` that needed a read set: its attempts keep one until `left` more
+/// of them have committed without writing.
+#[derive(Clone, Copy)]
+struct Site {
+    /// The address of the site's `Location`; 0 for a free entry, and once `left` is 0 (so that
+    /// the lookup is one comparison).
+    key: usize,
+    left: u32,
+}
+
+/// The table entry of a call site: direct-mapped by the `Location`'s address (a collision only
+/// costs a rerun now and then to a site that writes). The compiler lays `Location`s out in
+/// read-only data, 24 bytes each (8-aligned); 24 / 8 = 3 is odd, so 64 consecutive ones take 64
+/// different entries.
+#[inline(always)]
+fn site_index(site: SourceLocation) -> usize {
+    (site as *const Location<'static> as usize >> 3) & (SITES - 1)
 }
 
 /// A running transaction, handed to the body of [`atomically`] as `&mut Tx<'t, 'env>`.
@@ -338,7 +377,10 @@ impl<'t, 'env> Tx<'t, 'env> {
     /// assert_eq!(atomically(|tx| Ok(tx.read(&a)? + tx.read(&b)?)), 3);
     /// ```
     #[track_caller]
-    #[inline]
+    // `always`: with its unlogged branch `read_fast` is twice as long, and under `#[inline]` the
+    // compiler left `Tx::read` out of line (measured: a ten-read transaction ran 851 instructions
+    // instead of 626; `benches/examples/txcount.rs`).
+    #[inline(always)]
     pub fn read<T: Word>(&self, var: &TVar<T>) -> TxResult<T> {
         let loc = Location::caller();
         let bits = self.st().read_fast(&var.word, loc)?;
@@ -524,6 +566,9 @@ impl State {
             inevitable: false,
             in_attempt: false,
             extra: false,
+            unlogged: false,
+            touched: false,
+            needs_log: false,
             user_inevitable: false,
             doomed: None,
             reads: Vec::with_capacity(READS_RESERVED),
@@ -551,12 +596,15 @@ impl State {
             wants_inevitable: false,
             #[cfg(feature = "async")]
             to_wake: Vec::new(),
+            sites: [Site { key: 0, left: 0 }; SITES],
         }
     }
 
-    /// Starts an attempt: a fresh snapshot. Every set is empty (see `end`).
+    /// Starts an attempt: a fresh snapshot. Every set is empty (see `end`). `unlogged`: the
+    /// attempt loop would like it to run without a read set; it does unless it starts inevitable
+    /// or an event sink is installed (the conflict log names the reads a conflict hit).
     #[inline(always)]
-    fn begin(&mut self, inevitable_from_start: bool) {
+    fn begin(&mut self, inevitable_from_start: bool, unlogged: bool) {
         if self.in_attempt {
             self.recover();
         }
@@ -573,11 +621,21 @@ impl State {
         // started, which is all the snapshot argument needs (see the module doc), and a word
         // newer than it makes the attempt extend. Starting touches no shared cache line.
         self.inevitable = false;
+        // (Stores to neighbouring bytes: `doomed`, `inevitable`, `unlogged` and `touched` are
+        // reset by one store.)
+        self.unlogged = false;
+        self.touched = false;
         self.user_inevitable = false;
         self.doomed = None;
         self.took_token = false;
         self.wants_inevitable = false;
         let sink = sink();
+        if unlogged && !inevitable_from_start && sink.is_none() {
+            self.unlogged = true;
+            // Every write goes to `write_word`, which stops the attempt (see `unlogged`); `end`
+            // clears the filter.
+            self.filter = !0;
+        }
         if let Some(inst) = sink {
             if !self.sink.is_some_and(|s| core::ptr::eq(s, inst)) {
                 // A sink was installed since this thread's last attempt.
@@ -667,22 +725,41 @@ impl State {
     /// The common read, inlined into `Tx::read`: a normal, healthy attempt reading a word it
     /// has not written, unlocked and not newer than the snapshot. Everything else goes to
     /// `read_word`. The three loads and their orderings are those of `read_word`.
+    ///
+    /// An unlogged attempt fails the filter test (its filter is all ones, no word of it is in
+    /// the write set) and passes the `unlogged` one instead: the same loads and checks, nothing
+    /// logged. The logged path pays one test of a byte of the state after the loads.
     #[inline(always)]
     fn read_fast(&mut self, word: &AtomicU64, loc: SourceLocation) -> TxResult<u64> {
         let addr = word as *const AtomicU64 as usize;
-        if self.doomed.is_none() && !self.inevitable && self.filter & filter_bit(addr) == 0 {
-            let (orec, _) = self.rt.orec(addr);
-            let o1 = orec.load(Ordering::SeqCst);
-            let v = word.load(Ordering::Acquire);
-            let o2 = orec.load(Ordering::SeqCst);
-            let stamp = o1 >> SHIFT;
-            if o1 == o2 && o1 & LOCKED == 0 && stamp <= self.seen[(stamp & SLOT_MASK) as usize] {
-                self.reads.push(ReadEntry {
-                    orec,
-                    version: o1 & !FLAGS,
-                    loc,
-                });
-                return Ok(v);
+        if self.doomed.is_none() && !self.inevitable {
+            if self.filter & filter_bit(addr) == 0 {
+                let (orec, _) = self.rt.orec(addr);
+                let o1 = orec.load(Ordering::SeqCst);
+                let v = word.load(Ordering::Acquire);
+                let o2 = orec.load(Ordering::SeqCst);
+                let stamp = o1 >> SHIFT;
+                if o1 == o2 && o1 & LOCKED == 0 && stamp <= self.seen[(stamp & SLOT_MASK) as usize]
+                {
+                    self.reads.push(ReadEntry {
+                        orec,
+                        version: o1 & !FLAGS,
+                        loc,
+                    });
+                    return Ok(v);
+                }
+            } else if self.unlogged {
+                let (orec, _) = self.rt.orec(addr);
+                let o1 = orec.load(Ordering::SeqCst);
+                let v = word.load(Ordering::Acquire);
+                let o2 = orec.load(Ordering::SeqCst);
+                let stamp = o1 >> SHIFT;
+                if o1 == o2 && o1 & LOCKED == 0 && stamp <= self.seen[(stamp & SLOT_MASK) as usize]
+                {
+                    // Valid at the snapshot, which stays fixed from now on: nothing to log.
+                    self.touched = true;
+                    return Ok(v);
+                }
             }
         }
         self.read_word(word, loc)
@@ -725,10 +802,22 @@ impl State {
             let version = o1 & !FLAGS;
             let stamp = version >> SHIFT;
             if stamp > self.seen[(stamp & SLOT_MASK) as usize] {
+                if self.unlogged && self.touched {
+                    // Without a read set the earlier reads cannot be validated: move the
+                    // snapshot forward for the next attempt and stop this one.
+                    self.refresh(stamp & SLOT_MASK);
+                    return Err(self.stop_unlogged(false));
+                }
+                // (An unlogged attempt that has read nothing yet extends with nothing to
+                // validate: as if it had started after the clock loads.)
                 self.extend(stamp & SLOT_MASK)?;
                 continue;
             }
-            self.reads.push(ReadEntry { orec, version, loc });
+            if self.unlogged {
+                self.touched = true;
+            } else {
+                self.reads.push(ReadEntry { orec, version, loc });
+            }
             return Ok(v);
         }
     }
@@ -741,8 +830,17 @@ impl State {
     /// burst of commits, not once per writer.
     #[cold]
     fn extend(&mut self, slot: u64) -> TxResult<()> {
+        self.refresh(slot);
+        self.validate()
+    }
+
+    /// The first half of `extend`: loads the clock of `slot` (and of every slot in use, when
+    /// that costs no more than the validation) into the snapshot.
+    fn refresh(&mut self, slot: u64) {
         let used = self.rt.slots_used().min(SLOTS);
-        let slots = if used <= self.reads.len().max(4) {
+        // An unlogged attempt has nothing to validate (it refreshes before its first read, or
+        // for its next attempt): every slot, so that only commits from now on can stop it.
+        let slots = if self.unlogged || used <= self.reads.len().max(4) {
             // `slot` is below `used` (the stamp's committer took its slot before committing),
             // but the count is only a hint: include it whatever it says.
             0..used.max(slot as usize + 1)
@@ -760,7 +858,19 @@ impl State {
             // the loads). Entries only grow.
             *e = (*e).max(now);
         }
-        self.validate()
+    }
+
+    /// Stops an unlogged attempt with `NeedsReadSet`: `needs_log`, the next attempt keeps a read
+    /// set; otherwise it only needs the newer snapshot that `refresh` just loaded.
+    #[cold]
+    fn stop_unlogged(&mut self, needs_log: bool) -> Abort {
+        debug_assert!(self.unlogged && self.doomed.is_none());
+        let a = Abort {
+            cause: AbortCause::NeedsReadSet,
+        };
+        self.needs_log = needs_log;
+        self.doomed = Some(a);
+        a
     }
 
     /// Checks that every read orec still holds the version it was read at (or is locked by this
@@ -875,6 +985,13 @@ impl State {
                 self.extra = true;
             }
             return Err(a);
+        }
+        if self.unlogged {
+            if let Some(d) = drop_box {
+                self.garbage.push((bits, d));
+            }
+            // The commit must validate what was read: rerun with a read set.
+            return Err(self.stop_unlogged(true));
         }
         let addr = word as *const AtomicU64 as usize;
         if self.filter & filter_bit(addr) != 0

@@ -29,10 +29,22 @@ where
 /// `wait` says what a `retry` does: `None` blocks the thread until a word read changes, then
 /// runs the body again; `Some(list)` (the async entry points) fills `list` with the read set and
 /// returns `None` at once, the transaction ended and nothing held.
+///
+/// `site` is the caller's `Location` (`#[track_caller]` on the entry points), which decides
+/// whether the first attempt keeps a read set. An attempt runs *unlogged* (`State::unlogged`:
+/// each read is checked against the snapshot and not logged) unless its site needed a read set
+/// lately: an unlogged attempt that writes, waits in `retry` or becomes inevitable stops with
+/// `NeedsReadSet`, the site is noted in the thread's table (`State::sites`), and the body runs
+/// again with a read set; the site's attempts keep one until `SITE_DECAY` of them have committed
+/// without writing. An unlogged attempt that meets a word newer than its snapshot after it has
+/// read something stops too (it cannot validate what it read) and the body runs again with a
+/// read set, which can extend, without noting the site. None of these stops counts as a
+/// conflict.
 #[inline(never)]
 pub(super) fn execute<'env, R, E, F>(
     body: &mut F,
     mode: Mode,
+    site: SourceLocation,
     #[cfg_attr(not(feature = "async"), allow(unused_mut))] mut wait: Option<&mut WaitList>,
 ) -> Option<Result<R, E>>
 where
@@ -63,10 +75,12 @@ where
         // The first attempt starts with no abort behind it (`Active` resets the count on every
         // way out of the loop).
         let mut from_start = matches!(mode, Mode::Inevitable);
+        // SAFETY: as above; a shared read of one entry.
+        let mut plan = unsafe { (*state).site_plan(site) };
         loop {
             {
                 let s = tx.st();
-                s.begin(from_start);
+                s.begin(from_start, plan < Plan::BY_TABLE);
                 if let Some(t) = s.start.filter(|_| s.sink.is_some()) {
                     s.emit_at(
                         t,
@@ -97,6 +111,9 @@ where
             match r {
                 Ok(v) => match s.commit_fast() {
                     Ok(read_only) => {
+                        if read_only && plan == Plan::BY_TABLE {
+                            s.site_decay(site);
+                        }
                         ctx.counters.bump(if read_only {
                             stats::READ_ONLY_COMMITS
                         } else {
@@ -156,6 +173,13 @@ where
                         }
                         return Some(Ok(v));
                     }
+                    Err(a) if s.unlogged && a.cause == AbortCause::NeedsReadSet => {
+                        // The body went on after a write was refused and returned `Ok`.
+                        plan = s.stopped_unlogged(ctx, site, plan);
+                        s.end();
+                        release_between_attempts(ctx, state);
+                        continue;
+                    }
                     Err(a) => {
                         s.rollback();
                         s.count_abort(ctx, a);
@@ -174,6 +198,16 @@ where
                     // A body may return an `Abort` it did not get from this attempt; trust the
                     // attempt's own verdict first.
                     let a = s.doomed.unwrap_or(a);
+                    if s.unlogged
+                        && (a.cause == AbortCause::NeedsReadSet || a.cause == AbortCause::Retry)
+                    {
+                        // A `retry` must know what to wait on: the read set.
+                        s.needs_log |= a.cause == AbortCause::Retry;
+                        plan = s.stopped_unlogged(ctx, site, plan);
+                        s.end();
+                        release_between_attempts(ctx, state);
+                        continue;
+                    }
                     if a.cause == AbortCause::Retry {
                         let why = if s.user_inevitable {
                             Some("stm: retry() in an inevitable transaction: it cannot be rolled back")
@@ -239,6 +273,31 @@ where
 /// conflicts in a row (16 by default, see [`Config`](crate::Config)) the next attempt runs as
 /// the inevitable transaction, so every transaction commits eventually.
 ///
+/// # Read-only transactions need no hint
+///
+/// The runtime remembers, per thread, which call sites of `atomically` (this function is
+/// `#[track_caller]`) wrote lately. A site that did not runs its attempts without a read set:
+/// each read is checked against the attempt's snapshot and nothing is logged, which makes
+/// read-only transactions cheaper, the more so the more they read. When such an attempt writes,
+/// calls [`Tx::retry`] or [`Tx::become_inevitable`], the operation returns `Err`, and `f` runs
+/// again at once with a read set; the site keeps one until 64 of its transactions have
+/// committed without writing. So `f` may run twice even without any conflict, typically on the
+/// first call from a site that writes. Such reruns are not conflicts: they are counted in
+/// [`Stats::unlogged_reruns`](crate::Stats::unlogged_reruns). While an event sink is installed,
+/// every attempt keeps a read set.
+///
+/// ```
+/// use stm_core::{TVar, atomically};
+/// let v = TVar::new(1u64);
+/// let mut runs = 0;
+/// atomically(|tx| {
+///     runs += 1;
+///     tx.modify(&v, |x| x + 1) // first call from this site: runs once more, with a read set
+/// });
+/// assert!(runs <= 2);
+/// assert_eq!(v.load(), 2);
+/// ```
+///
 /// # Panics
 ///
 /// A panic in `f` rolls the attempt back (no write of it is ever seen, its after-commit actions
@@ -257,11 +316,12 @@ where
 /// });
 /// assert_eq!(a.load() + b.load(), 100);
 /// ```
+#[track_caller]
 #[inline]
 pub fn atomically<'env, R>(mut f: impl for<'t> FnMut(&mut Tx<'t, 'env>) -> TxResult<R>) -> R {
     let mut body =
         |tx: &mut Tx<'_, 'env>| f(tx).map_err(TxError::<core::convert::Infallible>::Abort);
-    match execute(&mut body, Mode::Normal, None) {
+    match execute(&mut body, Mode::Normal, Location::caller(), None) {
         Some(Ok(r)) => r,
         Some(Err(never)) => match never {},
         None => unreachable!("a blocking transaction does not return on retry"),
@@ -283,11 +343,12 @@ pub fn atomically<'env, R>(mut f: impl for<'t> FnMut(&mut Tx<'t, 'env>) -> TxRes
 /// assert_eq!(r, Err("insufficient funds"));
 /// assert_eq!(balance.load(), 50);
 /// ```
+#[track_caller]
 #[inline]
 pub fn try_atomically<'env, R, E>(
     mut f: impl for<'t> FnMut(&mut Tx<'t, 'env>) -> Result<R, TxError<E>>,
 ) -> Result<R, E> {
-    match execute(&mut f, Mode::Normal, None) {
+    match execute(&mut f, Mode::Normal, Location::caller(), None) {
         Some(r) => r,
         None => unreachable!("a blocking transaction does not return on retry"),
     }
@@ -321,9 +382,74 @@ pub fn inevitably<'env, R>(f: impl for<'t> FnOnce(&mut Tx<'t, 'env>) -> R) -> R 
             Abort::conflict(ConflictKind::Inevitable),
         )),
     };
-    match execute(&mut body, Mode::Inevitable, None) {
+    // Inevitable from the start: never unlogged, so the site does not matter.
+    match execute(&mut body, Mode::Inevitable, Location::caller(), None) {
         Some(Ok(r)) => r,
         Some(Err(never)) => match never {},
         None => unreachable!("a blocking transaction does not return on retry"),
+    }
+}
+
+/// How the attempt loop runs a transaction's next attempt (one byte, a register in the loop).
+struct Plan;
+
+impl Plan {
+    /// Without a read set: the site is not in the table.
+    const UNLOGGED: u8 = 0;
+    /// With a read set because the site is in the table: its read-only commits count it down.
+    const BY_TABLE: u8 = 1;
+    /// With a read set, after an unlogged attempt stopped for a word newer than its snapshot.
+    const LOGGED: u8 = 2;
+}
+
+impl State {
+    /// The plan of a transaction's first attempt, from its site's table entry.
+    #[inline(always)]
+    fn site_plan(&self, site: SourceLocation) -> u8 {
+        if self.sites[site_index(site)].key == site as *const Location<'static> as usize {
+            Plan::BY_TABLE
+        } else {
+            Plan::UNLOGGED
+        }
+    }
+
+    /// A read-only commit of a site that ran with a read set because of its table entry: one
+    /// step towards running it unlogged again. (The entry may have been taken by another site
+    /// meanwhile, by a transaction that a `Drop` ran between attempts.) Out of line: most sites
+    /// in the table write, and inlined, the entry's address was kept across the attempt loop.
+    #[inline(never)]
+    fn site_decay(&mut self, site: SourceLocation) {
+        let e = &mut self.sites[site_index(site)];
+        if e.key == site as *const Location<'static> as usize {
+            e.left -= 1;
+            if e.left == 0 {
+                e.key = 0;
+            }
+        }
+    }
+
+    /// Rolls back an unlogged attempt that stopped (`NeedsReadSet`, or a `retry` with
+    /// `needs_log` set) and returns the plan of the next attempt. Not a conflict:
+    /// the abort count of the progress guarantee is left alone, and no event is emitted (an
+    /// unlogged attempt has no sink).
+    #[cold]
+    #[inline(never)]
+    fn stopped_unlogged(&mut self, ctx: &ThreadCtx, site: SourceLocation, plan: u8) -> u8 {
+        debug_assert!(self.unlogged && self.sink.is_none() && plan == Plan::UNLOGGED);
+        self.rollback();
+        ctx.counters.bump(stats::UNLOGGED_RERUNS);
+        if core::mem::take(&mut self.needs_log) {
+            self.sites[site_index(site)] = Site {
+                key: site as *const Location<'static> as usize,
+                left: SITE_DECAY,
+            };
+            Plan::BY_TABLE
+        } else {
+            // A commit landed between two of its reads: a word is busy. This transaction goes
+            // on with a read set, which can extend (measured: rerunning unlogged with the newer
+            // snapshot stopped again more often than not beside a busy writer); the site is
+            // not noted. (`refresh` has loaded the newer snapshot already.)
+            Plan::LOGGED
+        }
     }
 }
