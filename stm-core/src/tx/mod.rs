@@ -104,7 +104,7 @@ use inevitable::*;
 use reclaim::*;
 
 pub use context::thread_id;
-pub use run::{atomically, inevitably, try_atomically};
+pub use run::{ReadTx, atomically, atomically_read, inevitably, try_atomically};
 
 /// Spins on a lock held by a normal committer before giving up.
 const LOCK_SPINS: u32 = 8;
