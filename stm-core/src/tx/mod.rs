@@ -261,10 +261,11 @@ struct Site {
     left: u32,
 }
 
-/// The table entry of a call site: direct-mapped by the `Location`'s address (a collision only
-/// costs a rerun now and then to a site that writes). The compiler lays `Location`s out in
-/// read-only data, 24 bytes each (8-aligned); 24 / 8 = 3 is odd, so 64 consecutive ones take 64
-/// different entries.
+/// The table entry of a call site: direct-mapped by the `Location`'s address, bits 3 to 8. A
+/// `Location` is 24 bytes (8-aligned) in read-only data; when the compiler places a module's
+/// `Location`s side by side, 64 of them take 64 different entries (24 / 8 = 3 is odd). Two sites
+/// that write and share an entry evict each other: while both are called, each call of either
+/// may pay a rerun (correct, only slower; `Stats::unlogged_reruns` shows it).
 #[inline(always)]
 fn site_index(site: SourceLocation) -> usize {
     (site as *const Location<'static> as usize >> 3) & (SITES - 1)
