@@ -35,6 +35,13 @@
 //!   `seen[slot(t)]`, extend: `seen[slot(t)] = clocks[slot(t)].load(Acquire)`, then check that
 //!   every read orec still holds the version it was read at. The value is consistent with every
 //!   earlier read (opacity).
+//! - **Read, unlogged** (an attempt without a read set, `State::unlogged`): the same loads and
+//!   checks, and nothing is logged. A word newer than the snapshot: before the attempt's first
+//!   read it extends (nothing to validate); after, it refreshes `seen` and stops
+//!   (`NeedsReadSet`), and the body runs again with a read set. So does a write, a `retry` that
+//!   must wait, and `become_inevitable`. Opaque because it is the logged protocol with the
+//!   read-set appends left out and every use of the read set replaced by a stop
+//!   (`docs/design.md`, "Opacity of an unlogged attempt").
 //! - **Commit, read-only**: nothing to do; every read was valid at the snapshot.
 //! - **Commit, update**: lock each written orec by CAS (SeqCst); a lock held by another committer:
 //!   spin, then abort (`WRITE_WRITE`); pinned or held by the inevitable transaction: release
@@ -200,9 +207,10 @@ struct State {
     unlogged: bool,
     /// This unlogged attempt has read a word: its snapshot can no longer move forward.
     touched: bool,
-    /// Why this unlogged attempt stopped with `NeedsReadSet`: `true` when the next attempt
-    /// needs a read set (a write, `retry`, `become_inevitable`); `false` when it only needs a
-    /// newer snapshot. Reset by the attempt loop when it has read it (`stopped_unlogged`).
+    /// Why this unlogged attempt stopped with `NeedsReadSet`: `true` for a write, `retry` or
+    /// `become_inevitable` (the site goes into the table); `false` for a word newer than its
+    /// snapshot (only this transaction's next attempt keeps a read set). Reset by the attempt
+    /// loop when it has read it (`stopped_unlogged`).
     needs_log: bool,
     id: u64,
     /// This thread's clock slot (`Runtime::clocks`); 0 is the shared one.
@@ -784,7 +792,8 @@ impl State {
     }
 
     /// The first half of `extend`: loads the clock of `slot` (and of every slot in use, when
-    /// that costs no more than the validation) into the snapshot.
+    /// that costs no more than the validation, or when there is nothing to validate) into the
+    /// snapshot.
     fn refresh(&mut self, slot: u64) {
         let used = self.rt.slots_used().min(SLOTS);
         // An unlogged attempt has nothing to validate (it refreshes before its first read, or
@@ -809,8 +818,8 @@ impl State {
         }
     }
 
-    /// Stops an unlogged attempt with `NeedsReadSet`: `needs_log`, the next attempt keeps a read
-    /// set; otherwise it only needs the newer snapshot that `refresh` just loaded.
+    /// Stops an unlogged attempt with `NeedsReadSet` (see `needs_log`); the next attempt keeps a
+    /// read set either way.
     #[cold]
     fn stop_unlogged(&mut self, needs_log: bool) -> Abort {
         debug_assert!(self.unlogged && self.doomed.is_none());
