@@ -4,10 +4,11 @@
 //!
 //! `cargo build --release -p stm-benches --example txcount`, then
 //! `valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/txcount ROW N`
-//! with `ROW` one of `read_only_1`, `read_write_1`, `read10_write1`, `read10`.
+//! with `ROW` one of `read_only_1`, `read_write_1`, `read10_write1`, `read10`, and
+//! `read_only_1_explicit`, `read10_explicit` (the same through `atomically_read`).
 
 use std::hint::black_box;
-use stm_core::{TVar, atomically};
+use stm_core::{TVar, atomically, atomically_read};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -46,8 +47,20 @@ fn main() {
                 Ok(sum)
             })
         }),
+        "read_only_1_explicit" => run(&mut || atomically_read(|tx| tx.read(black_box(&dst)))),
+        "read10_explicit" => run(&mut || {
+            atomically_read(|tx| {
+                let mut sum = 0u64;
+                for v in black_box(&src) {
+                    sum = sum.wrapping_add(tx.read(v)?);
+                }
+                Ok(sum)
+            })
+        }),
         _ => {
-            eprintln!("usage: txcount read_only_1|read_write_1|read10_write1|read10 N");
+            eprintln!(
+                "usage: txcount read_only_1|read_write_1|read10_write1|read10|read_only_1_explicit|read10_explicit N"
+            );
             std::process::exit(2);
         }
     }

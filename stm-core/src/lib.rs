@@ -83,7 +83,7 @@ pub use stats::{Stats, stats};
 #[cfg(not(loom))]
 pub use tvar::TBox;
 pub use tvar::TVar;
-pub use tx::{Tx, atomically, inevitably, thread_id, try_atomically};
+pub use tx::{ReadTx, Tx, atomically, atomically_read, inevitably, thread_id, try_atomically};
 #[cfg(feature = "async")]
 pub use tx::{TxFuture, atomically_async, try_atomically_async};
 pub use word::Word;

@@ -493,3 +493,55 @@ fn large_read_set_with_repeats() {
     );
     assert_eq!(Arc::strong_count(&waker), 2, "no waker kept");
 }
+
+/// A panic in a `Drop` that the committer's clean-up runs (here a value kept by `hold`) must not
+/// lose the wake-ups of that commit: its wakers are out of the runtime's table already.
+#[test]
+fn a_panicking_drop_after_the_commit_still_wakes_the_waiters() {
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("drop panics");
+        }
+    }
+    let flag = TVar::new(false);
+    let waker = Arc::new(CountingWaker::default());
+    let w = Waker::from(waker.clone());
+    let f = atomically_async(|tx| if tx.read(&flag)? { Ok(()) } else { tx.retry() });
+    let mut f = pin!(f);
+    assert!(f.as_mut().poll(&mut Context::from_waker(&w)).is_pending());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        atomically(|tx| {
+            tx.write(&flag, true)?;
+            tx.hold(Arc::new(PanicOnDrop));
+            Ok(())
+        })
+    }));
+    assert!(r.is_err());
+    assert!(flag.load(), "the commit happened");
+    assert_eq!(
+        waker.woken.load(Ordering::SeqCst),
+        1,
+        "the waiter was woken"
+    );
+    assert_eq!(
+        f.as_mut().poll(&mut Context::from_waker(&w)),
+        Poll::Ready(())
+    );
+}
+
+/// Polling a `TxFuture` again after it returned `Ready` is refused, as for an `async fn`, rather
+/// than running the transaction a second time.
+#[test]
+#[should_panic(expected = "polled after completion")]
+fn polling_after_completion_panics() {
+    let v = TVar::new(0u64);
+    let f = try_atomically_async(|tx| Ok::<_, TxError<()>>(tx.modify(&v, |x| x + 1)?));
+    let mut f = pin!(f);
+    let w = Waker::noop();
+    assert_eq!(
+        f.as_mut().poll(&mut Context::from_waker(w)),
+        Poll::Ready(Ok(1))
+    );
+    let _ = f.as_mut().poll(&mut Context::from_waker(w));
+}

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use stm_core::{
-    Event, EventKind, EventSink, TBox, TVar, TxError, atomically, set_event_sink, stats,
-    try_atomically,
+    Event, EventKind, EventSink, TBox, TVar, TxError, atomically, atomically_read, set_event_sink,
+    stats, try_atomically,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -330,7 +330,17 @@ fn unlogged_readers_never_see_a_transfer_half_done() {
                     assert_eq!(sum, TOTAL, "inconsistent snapshot inside the body");
                     Ok(())
                 });
-                snapshots += 2;
+                // The explicit read-only entry point, the same way.
+                let sum = atomically_read(|tx| {
+                    let mut sum = 0;
+                    for v in &accounts {
+                        sum += tx.read(v)?;
+                    }
+                    assert_eq!(sum, TOTAL, "inconsistent snapshot inside a read-only body");
+                    Ok(sum)
+                });
+                assert_eq!(sum, TOTAL);
+                snapshots += 3;
                 if finished {
                     return snapshots;
                 }
@@ -427,4 +437,36 @@ fn step_elsewhere(v: &TVar<u64>) -> usize {
         tx.modify(v, |x| x + 1)
     });
     runs.get()
+}
+
+#[test]
+fn atomically_read_runs_once_and_waits_in_retry_with_a_read_set() {
+    let _serial = serial();
+    let v = TVar::new(5u64);
+    let runs = Cell::new(0);
+    let x = atomically_read(|tx| {
+        runs.set(runs.get() + 1);
+        tx.read(&v)
+    });
+    assert_eq!((x, runs.get()), (5, 1));
+    let flag = TVar::new(0u64);
+    let runs = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            atomically_read(|tx| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                match tx.read(&flag)? {
+                    0 => tx.retry(),
+                    x => Ok(x),
+                }
+            })
+        });
+        // Unlogged first: its `retry` reruns the body with a read set, which waits.
+        while runs.load(Ordering::SeqCst) < 2 {
+            std::thread::yield_now();
+        }
+        atomically(|tx| tx.write(&flag, 9));
+        assert_eq!(waiter.join().unwrap(), 9);
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
 }

@@ -133,10 +133,15 @@ impl State {
     }
 }
 
-/// Wakes the futures a commit collected; called when the thread is no longer in a transaction.
-pub(super) fn wake_all(mut wakers: Vec<Waker>) {
-    for w in wakers.drain(..) {
-        w.wake();
+/// The futures a commit collected, woken when this is dropped: after the transaction has
+/// ended, or while unwinding from a panic in a `Drop` that `release` ran.
+pub(super) struct Wakeups(pub(super) Vec<Waker>);
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        for w in self.0.drain(..) {
+            w.wake();
+        }
     }
 }
 
@@ -157,6 +162,8 @@ pub struct TxFuture<F, R, E> {
     keys: Vec<usize>,
     /// The waker registration, while waiting.
     registered: Option<u64>,
+    /// It returned `Ready`: polling it again is a bug of the caller (as for an `async fn`).
+    done: bool,
     _out: PhantomData<fn() -> Result<R, E>>,
 }
 
@@ -188,6 +195,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R, E>> {
         let this = self.get_mut();
+        assert!(!this.done, "`TxFuture` polled after completion");
         let rt = runtime();
         if this.registered.is_some() {
             // Woken (or polled for another reason): wait on, unless a word read changed.
@@ -206,6 +214,7 @@ where
                 Some(&mut this.wait),
             ) {
                 Some(r) => {
+                    this.done = true;
                     this.wait = Vec::new();
                     this.keys = Vec::new();
                     return Poll::Ready(r);
@@ -268,6 +277,7 @@ where
         wait: Vec::new(),
         keys: Vec::new(),
         registered: None,
+        done: false,
         _out: PhantomData,
     }
 }

@@ -35,6 +35,13 @@
 //!   `seen[slot(t)]`, extend: `seen[slot(t)] = clocks[slot(t)].load(Acquire)`, then check that
 //!   every read orec still holds the version it was read at. The value is consistent with every
 //!   earlier read (opacity).
+//! - **Read, unlogged** (an attempt without a read set, `State::unlogged`): the same loads and
+//!   checks, and nothing is logged. A word newer than the snapshot: before the attempt's first
+//!   read it extends (nothing to validate); after, it refreshes `seen` and stops
+//!   (`NeedsReadSet`), and the body runs again with a read set. So does a write, a `retry` that
+//!   must wait, and `become_inevitable`. Opaque because it is the logged protocol with the
+//!   read-set appends left out and every use of the read set replaced by a stop
+//!   (`docs/design.md`, "Opacity of an unlogged attempt").
 //! - **Commit, read-only**: nothing to do; every read was valid at the snapshot.
 //! - **Commit, update**: lock each written orec by CAS (SeqCst); a lock held by another committer:
 //!   spin, then abort (`WRITE_WRITE`); pinned or held by the inevitable transaction: release
@@ -111,7 +118,7 @@ pub use context::thread_id;
 pub(crate) use future::WakerTable;
 #[cfg(feature = "async")]
 pub use future::{TxFuture, atomically_async, try_atomically_async};
-pub use run::{atomically, inevitably, try_atomically};
+pub use run::{ReadTx, atomically, atomically_read, inevitably, try_atomically};
 
 /// Spins on a lock held by a normal committer before giving up.
 const LOCK_SPINS: u32 = 8;
@@ -225,9 +232,10 @@ struct State {
     unlogged: bool,
     /// This unlogged attempt has read a word: its snapshot can no longer move forward.
     touched: bool,
-    /// Why this unlogged attempt stopped with `NeedsReadSet`: `true` when the next attempt
-    /// needs a read set (a write, `retry`, `become_inevitable`); `false` when it only needs a
-    /// newer snapshot. Reset by the attempt loop when it has read it (`stopped_unlogged`).
+    /// Why this unlogged attempt stopped with `NeedsReadSet`: `true` for a write, `retry` or
+    /// `become_inevitable` (the site goes into the table); `false` for a word newer than its
+    /// snapshot (only this transaction's next attempt keeps a read set). Reset by the attempt
+    /// loop when it has read it (`stopped_unlogged`).
     needs_log: bool,
     id: u64,
     /// This thread's clock slot (`Runtime::clocks`); 0 is the shared one.
@@ -283,10 +291,11 @@ struct Site {
     left: u32,
 }
 
-/// The table entry of a call site: direct-mapped by the `Location`'s address (a collision only
-/// costs a rerun now and then to a site that writes). The compiler lays `Location`s out in
-/// read-only data, 24 bytes each (8-aligned); 24 / 8 = 3 is odd, so 64 consecutive ones take 64
-/// different entries.
+/// The table entry of a call site: direct-mapped by the `Location`'s address, bits 3 to 8. A
+/// `Location` is 24 bytes (8-aligned) in read-only data; when the compiler places a module's
+/// `Location`s side by side, 64 of them take 64 different entries (24 / 8 = 3 is odd). Two sites
+/// that write and share an entry evict each other: while both are called, each call of either
+/// may pay a rerun (correct, only slower; `Stats::unlogged_reruns` shows it).
 #[inline(always)]
 fn site_index(site: SourceLocation) -> usize {
     (site as *const Location<'static> as usize >> 3) & (SITES - 1)
@@ -605,7 +614,10 @@ impl State {
     /// or an event sink is installed (the conflict log names the reads a conflict hit).
     #[inline(always)]
     fn begin(&mut self, inevitable_from_start: bool, unlogged: bool) {
-        if self.in_attempt {
+        // A panic inside the runtime itself left an attempt unfinished: clean it up, and end
+        // this attempt the long way (`recover` may leave garbage or a pinned epoch behind).
+        let recovered = self.in_attempt;
+        if recovered {
             self.recover();
         }
         debug_assert!(
@@ -649,7 +661,7 @@ impl State {
         }
         self.sink = sink;
         // Events to emit at the end: not the short way.
-        self.extra = sink.is_some();
+        self.extra = sink.is_some() || recovered;
     }
 
     /// Whether the attempt now starting is timed (see `hook::Timing`).
@@ -835,7 +847,8 @@ impl State {
     }
 
     /// The first half of `extend`: loads the clock of `slot` (and of every slot in use, when
-    /// that costs no more than the validation) into the snapshot.
+    /// that costs no more than the validation, or when there is nothing to validate) into the
+    /// snapshot.
     fn refresh(&mut self, slot: u64) {
         let used = self.rt.slots_used().min(SLOTS);
         // An unlogged attempt has nothing to validate (it refreshes before its first read, or
@@ -860,8 +873,8 @@ impl State {
         }
     }
 
-    /// Stops an unlogged attempt with `NeedsReadSet`: `needs_log`, the next attempt keeps a read
-    /// set; otherwise it only needs the newer snapshot that `refresh` just loaded.
+    /// Stops an unlogged attempt with `NeedsReadSet` (see `needs_log`); the next attempt keeps a
+    /// read set either way.
     #[cold]
     fn stop_unlogged(&mut self, needs_log: bool) -> Abort {
         debug_assert!(self.unlogged && self.doomed.is_none());
@@ -989,6 +1002,7 @@ impl State {
         if self.unlogged {
             if let Some(d) = drop_box {
                 self.garbage.push((bits, d));
+                self.extra = true;
             }
             // The commit must validate what was read: rerun with a read set.
             return Err(self.stop_unlogged(true));

@@ -1,12 +1,16 @@
 //! The attempt loop shared by every entry point, and the entry points: `atomically`,
-//! `try_atomically`, `inevitably`.
+//! `try_atomically`, `inevitably`, `atomically_read` (with its `ReadTx`).
 
 use super::*;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
     Normal,
     /// `inevitably`: inevitable from the start, by the user's request.
     Inevitable,
+    /// `atomically_read`: the body cannot write (`ReadTx`), so its attempts run unlogged
+    /// without asking the table of sites, and never note their site in it.
+    ReadOnly,
 }
 
 /// Runs the body once: generic, so that the body is inlined here rather than called through a
@@ -75,8 +79,12 @@ where
         // The first attempt starts with no abort behind it (`Active` resets the count on every
         // way out of the loop).
         let mut from_start = matches!(mode, Mode::Inevitable);
-        // SAFETY: as above; a shared read of one entry.
-        let mut plan = unsafe { (*state).site_plan(site) };
+        let mut plan = if mode == Mode::ReadOnly {
+            Plan::UNLOGGED
+        } else {
+            // SAFETY: as above; a shared read of one entry.
+            unsafe { (*state).site_plan(site) }
+        };
         loop {
             {
                 let s = tx.st();
@@ -159,15 +167,18 @@ where
                         } else {
                             Some(core::mem::take(&mut s.after))
                         };
+                        // The async waiters this commit woke (moved out before `release`,
+                        // which may run a `Drop` that uses the state; woken on the way out
+                        // even if such a `Drop` panics: they are in no table any more).
+                        #[cfg(feature = "async")]
+                        let wake = super::future::Wakeups(core::mem::take(&mut s.to_wake));
                         s.end();
                         // Not in a transaction any more: a value's `Drop` run by `release` may
                         // start one of its own.
                         drop(active);
                         release(ctx, state);
                         #[cfg(feature = "async")]
-                        if !s.to_wake.is_empty() {
-                            super::future::wake_all(core::mem::take(&mut s.to_wake));
-                        }
+                        drop(wake);
                         if let Some(after) = after {
                             run_after_commit(state, after);
                         }
@@ -175,7 +186,7 @@ where
                     }
                     Err(a) if s.unlogged && a.cause == AbortCause::NeedsReadSet => {
                         // The body went on after a write was refused and returned `Ok`.
-                        plan = s.stopped_unlogged(ctx, site, plan);
+                        plan = s.stopped_unlogged(ctx, site, plan, mode);
                         s.end();
                         release_between_attempts(ctx, state);
                         continue;
@@ -203,7 +214,7 @@ where
                     {
                         // A `retry` must know what to wait on: the read set.
                         s.needs_log |= a.cause == AbortCause::Retry;
-                        plan = s.stopped_unlogged(ctx, site, plan);
+                        plan = s.stopped_unlogged(ctx, site, plan, mode);
                         s.end();
                         release_between_attempts(ctx, state);
                         continue;
@@ -434,11 +445,17 @@ impl State {
     /// unlogged attempt has no sink).
     #[cold]
     #[inline(never)]
-    fn stopped_unlogged(&mut self, ctx: &ThreadCtx, site: SourceLocation, plan: u8) -> u8 {
+    fn stopped_unlogged(
+        &mut self,
+        ctx: &ThreadCtx,
+        site: SourceLocation,
+        plan: u8,
+        mode: Mode,
+    ) -> u8 {
         debug_assert!(self.unlogged && self.sink.is_none() && plan == Plan::UNLOGGED);
         self.rollback();
         ctx.counters.bump(stats::UNLOGGED_RERUNS);
-        if core::mem::take(&mut self.needs_log) {
+        if core::mem::take(&mut self.needs_log) && mode != Mode::ReadOnly {
             self.sites[site_index(site)] = Site {
                 key: site as *const Location<'static> as usize,
                 left: SITE_DECAY,
@@ -451,5 +468,100 @@ impl State {
             // not noted. (`refresh` has loaded the newer snapshot already.)
             Plan::LOGGED
         }
+    }
+}
+
+/// The transaction handed to the body of [`atomically_read`]: a [`Tx`] that can only read.
+///
+/// It has no `write`, `modify`, `write_box` nor `become_inevitable`, so a read-only body is
+/// checked by the compiler and runs without a read set from its first attempt, without the
+/// per-site bookkeeping of [`atomically`]:
+///
+/// ```compile_fail,E0599
+/// use stm_core::{TVar, atomically_read};
+/// let v = TVar::new(1u64);
+/// atomically_read(|tx| tx.write(&v, 2)); // no method named `write`
+/// ```
+#[repr(transparent)]
+pub struct ReadTx<'t, 'env>(Tx<'t, 'env>);
+
+impl<'t, 'env> ReadTx<'t, 'env> {
+    /// The read-only view of `tx`.
+    #[inline(always)]
+    fn of<'a>(tx: &'a Tx<'t, 'env>) -> &'a ReadTx<'t, 'env> {
+        // SAFETY: `ReadTx` is `repr(transparent)` over `Tx<'t, 'env>` with the same lifetimes,
+        // so the two references have the same layout and validity, and the result borrows `tx`
+        // for as long as the argument did.
+        unsafe { &*(tx as *const Tx<'t, 'env> as *const ReadTx<'t, 'env>) }
+    }
+
+    /// Reads `var`, as [`Tx::read`].
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically_read};
+    /// let (a, b) = (TVar::new(1u64), TVar::new(2u64));
+    /// assert_eq!(atomically_read(|tx| Ok(tx.read(&a)? + tx.read(&b)?)), 3);
+    /// ```
+    #[track_caller]
+    #[inline(always)]
+    pub fn read<T: Word>(&self, var: &TVar<T>) -> TxResult<T> {
+        self.0.read(var)
+    }
+
+    /// Reads a [`TBox`](crate::TBox), as [`Tx::read_box`].
+    ///
+    /// ```
+    /// use stm_core::{TBox, atomically_read};
+    /// let name = TBox::new(String::from("ann"));
+    /// assert_eq!(atomically_read(|tx| Ok(tx.read_box(&name)?.len())), 3);
+    /// ```
+    #[cfg(not(loom))]
+    #[track_caller]
+    pub fn read_box<T: Send + Sync + 'static>(&self, b: &'t crate::TBox<T>) -> TxResult<&'t T> {
+        self.0.read_box(b)
+    }
+
+    /// Waits until a word this attempt has read changes, then runs the body again, as
+    /// [`Tx::retry`] (the attempt that waits keeps a read set: the body runs once more first).
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically, atomically_read};
+    /// let ready = TVar::new(false);
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| atomically(|tx| tx.write(&ready, true)));
+    ///     atomically_read(|tx| if tx.read(&ready)? { Ok(()) } else { tx.retry() });
+    /// });
+    /// ```
+    pub fn retry<T>(&self) -> TxResult<T> {
+        self.0.retry()
+    }
+}
+
+/// Runs a read-only transaction: like [`atomically`], with a body that can only read
+/// ([`ReadTx`]). Every attempt runs without a read set from the start (an attempt that meets a
+/// word newer than its snapshot after its first read runs again with one, and so does one that
+/// waits in [`ReadTx::retry`]), and the call skips the per-site table that `atomically` asks.
+/// Returns the body's value.
+///
+/// ```
+/// use stm_core::{TVar, atomically, atomically_read};
+/// let accounts = [TVar::new(60i64), TVar::new(40i64)];
+/// atomically(|tx| {
+///     tx.modify(&accounts[0], |a| a - 10)?;
+///     tx.modify(&accounts[1], |b| b + 10)
+/// });
+/// let total = atomically_read(|tx| accounts.iter().map(|a| tx.read(a)).sum::<Result<i64, _>>());
+/// assert_eq!(total, 100);
+/// ```
+#[track_caller]
+#[inline]
+pub fn atomically_read<'env, R>(mut f: impl for<'t> FnMut(&ReadTx<'t, 'env>) -> TxResult<R>) -> R {
+    let mut body = |tx: &mut Tx<'_, 'env>| {
+        f(ReadTx::of(tx)).map_err(TxError::<core::convert::Infallible>::Abort)
+    };
+    match execute(&mut body, Mode::ReadOnly, Location::caller(), None) {
+        Some(Ok(r)) => r,
+        Some(Err(never)) => match never {},
+        None => unreachable!("a blocking transaction does not return on retry"),
     }
 }
