@@ -747,12 +747,7 @@ impl State {
         if self.doomed.is_none() && !self.inevitable {
             if self.filter & filter_bit(addr) == 0 {
                 let (orec, _) = self.rt.orec(addr);
-                let o1 = orec.load(Ordering::SeqCst);
-                let v = word.load(Ordering::Acquire);
-                let o2 = orec.load(Ordering::SeqCst);
-                let stamp = o1 >> SHIFT;
-                if o1 == o2 && o1 & LOCKED == 0 && stamp <= self.seen[(stamp & SLOT_MASK) as usize]
-                {
+                if let Some((v, o1)) = self.load_at_snapshot(orec, word) {
                     self.reads.push(ReadEntry {
                         orec,
                         version: o1 & !FLAGS,
@@ -762,12 +757,7 @@ impl State {
                 }
             } else if self.unlogged {
                 let (orec, _) = self.rt.orec(addr);
-                let o1 = orec.load(Ordering::SeqCst);
-                let v = word.load(Ordering::Acquire);
-                let o2 = orec.load(Ordering::SeqCst);
-                let stamp = o1 >> SHIFT;
-                if o1 == o2 && o1 & LOCKED == 0 && stamp <= self.seen[(stamp & SLOT_MASK) as usize]
-                {
+                if let Some((v, _)) = self.load_at_snapshot(orec, word) {
                     // Valid at the snapshot, which stays fixed from now on: nothing to log.
                     self.touched = true;
                     return Ok(v);
@@ -775,6 +765,25 @@ impl State {
             }
         }
         self.read_word(word, loc)
+    }
+
+    /// The three loads of a fast read and their test: `Some((value, orec value))` when the
+    /// word's orec was unlocked, the same before and after the word was loaded, and stamped by
+    /// a commit the snapshot covers; `None` sends the read to `read_word`.
+    #[inline(always)]
+    fn load_at_snapshot(&self, orec: &AtomicU64, word: &AtomicU64) -> Option<(u64, u64)> {
+        // SeqCst: Acquire pairs with the Release store that last released this orec, so the word
+        // load below sees that commit's write-back; SeqCst puts it in the single total order
+        // with the committers' lock CAS (see the protocol at the top of this module).
+        let o1 = orec.load(Ordering::SeqCst);
+        // Acquire: pairs with the write-back's Release store of the word, and keeps the second
+        // orec load after this one.
+        let v = word.load(Ordering::Acquire);
+        // SeqCst, as `o1`: a lock taken or released since `o1` changes it (the seqlock test).
+        let o2 = orec.load(Ordering::SeqCst);
+        let stamp = o1 >> SHIFT;
+        (o1 == o2 && o1 & LOCKED == 0 && stamp <= self.seen[(stamp & SLOT_MASK) as usize])
+            .then_some((v, o1))
     }
 
     #[inline(never)]
