@@ -713,6 +713,9 @@ impl State {
             // in `release`, outside this one.
             self.dropped_actions.append(&mut self.after);
         }
+        // Read (and cleared) by `stopped_unlogged` before `end` when the attempt stopped; an
+        // attempt that ended otherwise (a panic, a user error) must not hand it to the next.
+        self.needs_log = false;
         self.in_attempt = false;
     }
 
