@@ -16,12 +16,11 @@
 //! On SIGINT (Ctrl-C) or SIGTERM it stops accepting, finishes the requests in progress, drains
 //! the queue, and prints the final counters as JSON.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::mpsc;
 
 use clap::Parser;
-use stm_benches::async_server::{Mode, RunningServer, ServerConfig, start};
+use stm_benches::async_server::{Mode, ServerConfig, start};
 
 /// A tokio + hyper server whose handlers share state through STM (or `Mutex`es).
 #[derive(Parser, Debug)]
@@ -44,22 +43,6 @@ struct Args {
     capacity: usize,
 }
 
-/// Starts the server on the first address `addr` resolves to that can be bound.
-fn bind(addr: &str, cfg: impl Fn(SocketAddr) -> ServerConfig) -> Result<RunningServer, String> {
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
-        .collect();
-    let mut last = format!("{addr} resolves to no address");
-    for a in addrs {
-        match start(cfg(a)) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = format!("cannot start the server on {a}: {e}"),
-        }
-    }
-    Err(last)
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -71,7 +54,7 @@ fn main() -> ExitCode {
             .consumers(args.consumers)
             .queue_capacity(args.capacity)
     };
-    let server = match bind(&args.addr, cfg) {
+    let server = match stm_benches::start_on_first_address(&args.addr, |a| start(cfg(a))) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("async_server: {e}");

@@ -25,14 +25,13 @@
 //! Stops cleanly on SIGINT (Ctrl-C) and SIGTERM: open connections are closed and, with
 //! `STM_LOG=path`, the STM mode's conflict log is finished before the process exits.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Parser;
 use stm_benches::loadgen::parse_duration;
-use stm_benches::primes::{RunningServer, ServerConfig, ServerMode, Timeouts, start_with};
+use stm_benches::primes::{ServerConfig, ServerMode, Timeouts, start_with};
 
 /// The primes server of "Tornado without a GIL on PyPy STM", on the STM event loop.
 #[derive(Parser, Debug)]
@@ -53,22 +52,6 @@ struct Args {
     /// Time a connection may stay idle between requests (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
-}
-
-/// Binds the first address `addr` resolves to that can be bound.
-fn bind(addr: &str, mode: ServerMode, timeouts: Timeouts) -> Result<RunningServer, String> {
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
-        .collect();
-    let mut last = format!("{addr} resolves to no address");
-    for a in addrs {
-        match start_with(ServerConfig { addr: a, mode }, timeouts) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = format!("cannot start the server on {a}: {e}"),
-        }
-    }
-    Err(last)
 }
 
 fn main() -> ExitCode {
@@ -106,7 +89,9 @@ fn main() -> ExitCode {
         header: args.header_timeout,
         idle: args.idle_timeout,
     };
-    let server = match bind(&args.addr, mode, timeouts) {
+    let server = match stm_benches::start_on_first_address(&args.addr, |a| {
+        start_with(ServerConfig { addr: a, mode }, timeouts)
+    }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

@@ -27,3 +27,31 @@ pub mod loadgen;
 pub mod primes;
 pub mod rng;
 pub mod workload;
+
+/// Starts a server on the first address `addr` (`IP:PORT` or `HOST:PORT`) resolves to where
+/// `start` succeeds; the error says why none did. The examples' `--addr` goes through it.
+///
+/// ```
+/// let r: Result<u16, String> =
+///     stm_benches::start_on_first_address("127.0.0.1:0", |a| Ok::<_, String>(a.port()));
+/// assert_eq!(r, Ok(0));
+/// assert!(stm_benches::start_on_first_address("no such host:1", |a| Ok::<_, String>(a)).is_err());
+/// ```
+pub fn start_on_first_address<S, E: std::fmt::Display>(
+    addr: &str,
+    mut start: impl FnMut(std::net::SocketAddr) -> Result<S, E>,
+) -> Result<S, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .collect();
+    let mut last = format!("{addr} resolves to no address");
+    for a in addrs {
+        match start(a) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = format!("cannot start the server on {a}: {e}"),
+        }
+    }
+    Err(last)
+}

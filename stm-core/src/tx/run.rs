@@ -278,6 +278,19 @@ where
     })
 }
 
+/// `execute` for the blocking entry points: a `retry` sleeps and runs the body again, so it
+/// always returns the body's value or the user's error.
+#[inline(always)]
+fn execute_blocking<'env, R, E, F>(body: &mut F, mode: Mode, site: SourceLocation) -> Result<R, E>
+where
+    F: for<'t> FnMut(&mut Tx<'t, 'env>) -> Result<R, TxError<E>>,
+{
+    match execute(body, mode, site, None) {
+        Some(r) => r,
+        None => unreachable!("a blocking transaction does not return on retry"),
+    }
+}
+
 /// Runs `f` as a transaction until it commits, and returns its value.
 ///
 /// `f` may run several times (each failed attempt is rolled back, invisibly); after too many
@@ -332,10 +345,9 @@ where
 pub fn atomically<'env, R>(mut f: impl for<'t> FnMut(&mut Tx<'t, 'env>) -> TxResult<R>) -> R {
     let mut body =
         |tx: &mut Tx<'_, 'env>| f(tx).map_err(TxError::<core::convert::Infallible>::Abort);
-    match execute(&mut body, Mode::Normal, Location::caller(), None) {
-        Some(Ok(r)) => r,
-        Some(Err(never)) => match never {},
-        None => unreachable!("a blocking transaction does not return on retry"),
+    match execute_blocking(&mut body, Mode::Normal, Location::caller()) {
+        Ok(r) => r,
+        Err(never) => match never {},
     }
 }
 
@@ -359,10 +371,7 @@ pub fn atomically<'env, R>(mut f: impl for<'t> FnMut(&mut Tx<'t, 'env>) -> TxRes
 pub fn try_atomically<'env, R, E>(
     mut f: impl for<'t> FnMut(&mut Tx<'t, 'env>) -> Result<R, TxError<E>>,
 ) -> Result<R, E> {
-    match execute(&mut f, Mode::Normal, Location::caller(), None) {
-        Some(r) => r,
-        None => unreachable!("a blocking transaction does not return on retry"),
-    }
+    execute_blocking(&mut f, Mode::Normal, Location::caller())
 }
 
 /// Runs `f` exactly once, as the inevitable transaction: it never aborts, so it may do I/O.
@@ -394,10 +403,9 @@ pub fn inevitably<'env, R>(f: impl for<'t> FnOnce(&mut Tx<'t, 'env>) -> R) -> R 
         )),
     };
     // Inevitable from the start: never unlogged, so the site does not matter.
-    match execute(&mut body, Mode::Inevitable, Location::caller(), None) {
-        Some(Ok(r)) => r,
-        Some(Err(never)) => match never {},
-        None => unreachable!("a blocking transaction does not return on retry"),
+    match execute_blocking(&mut body, Mode::Inevitable, Location::caller()) {
+        Ok(r) => r,
+        Err(never) => match never {},
     }
 }
 
@@ -559,9 +567,8 @@ pub fn atomically_read<'env, R>(mut f: impl for<'t> FnMut(&ReadTx<'t, 'env>) -> 
     let mut body = |tx: &mut Tx<'_, 'env>| {
         f(ReadTx::of(tx)).map_err(TxError::<core::convert::Infallible>::Abort)
     };
-    match execute(&mut body, Mode::ReadOnly, Location::caller(), None) {
-        Some(Ok(r)) => r,
-        Some(Err(never)) => match never {},
-        None => unreachable!("a blocking transaction does not return on retry"),
+    match execute_blocking(&mut body, Mode::ReadOnly, Location::caller()) {
+        Ok(r) => r,
+        Err(never) => match never {},
     }
 }
